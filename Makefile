@@ -1,0 +1,29 @@
+# Quick start: `make demo` (main job on synthetic data, CPU) and `make test`.
+# Both create .venv on first use and install the project into it.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+
+.PHONY: demo test setup clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# CPU build of torch from the local wheel: never let a dependency pull a CUDA build.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q "numpy>=1.24" cython setuptools wheel
+	# xtcocotools' PyPI wheel is built against numpy 1.x; build it against the installed numpy.
+	$(PIP) install -q --no-build-isolation --no-binary xtcocotools xtcocotools
+	$(PIP) install -q -e ".[dev,onnx]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/posedistill demo
+
+test: setup
+	$(PY) -m pytest -q -n 2 --dist loadfile
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,111 @@
+"""Keypoint metadata for the datasets the toolkit reads.
+
+One `KeypointMeta` per skeleton: joint names, left/right flip pairs, limbs for drawing and
+skeleton losses, OKS sigmas for evaluation, per-joint loss weights and the upper/lower-body split
+used by half-body augmentation. Everything else (datasets, codecs, metrics, drawing) takes a
+`KeypointMeta` rather than hard-coding a joint order.
+
+Sources: COCO sigmas and skeleton from pycocotools / the COCO annotation files; COCO joint
+weights from the official HRNet config (`w32_256x192_adam_lr1e-3.yaml`); CrowdPose sigmas from
+xtcocotools; MPII order from the HRNet/SimpleBaseline `mpii.py`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class KeypointMeta:
+    name: str                                  # dataset name: "coco", "crowdpose", "mpii"
+    joints: tuple[str, ...]                    # joint names in annotation order
+    flip_pairs: tuple[tuple[int, int], ...]    # (left, right) index pairs swapped by a horizontal flip
+    skeleton: tuple[tuple[int, int], ...]      # limbs as 0-based joint index pairs
+    sigmas: tuple[float, ...]                  # OKS per-joint falloff (COCO evaluation constants)
+    joint_weights: tuple[float, ...]           # per-joint weight for heatmap losses
+    upper_body: tuple[int, ...]                # joints used for the upper half in half-body augmentation
+
+    def __post_init__(self) -> None:
+        k = len(self.joints)
+        for field in ("sigmas", "joint_weights"):
+            if len(getattr(self, field)) != k:
+                raise ValueError(f"KeypointMeta {self.name!r}: {field} has {len(getattr(self, field))} "
+                                 f"entries, expected {k} (one per joint)")
+        for a, b in self.flip_pairs + self.skeleton:
+            if not (0 <= a < k and 0 <= b < k):
+                raise ValueError(f"KeypointMeta {self.name!r}: joint index pair ({a}, {b}) out of range 0..{k - 1}")
+
+    @property
+    def num_joints(self) -> int:
+        return len(self.joints)
+
+    @property
+    def lower_body(self) -> tuple[int, ...]:
+        return tuple(i for i in range(self.num_joints) if i not in self.upper_body)
+
+    @property
+    def flip_index(self) -> np.ndarray:
+        """Permutation p such that flipped[..., j] = original[..., p[j]] after a horizontal flip."""
+        perm = np.arange(self.num_joints)
+        for a, b in self.flip_pairs:
+            perm[a], perm[b] = b, a
+        return perm
+
+    def index(self, joint: str) -> int:
+        return self.joints.index(joint)
+
+
+COCO = KeypointMeta(
+    name="coco",
+    joints=("nose", "left_eye", "right_eye", "left_ear", "right_ear",
+            "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
+            "left_wrist", "right_wrist", "left_hip", "right_hip",
+            "left_knee", "right_knee", "left_ankle", "right_ankle"),
+    flip_pairs=((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)),
+    # COCO's own skeleton (1-based in the annotation file), converted to 0-based.
+    skeleton=((15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6),
+              (5, 7), (6, 8), (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6)),
+    sigmas=(.026, .025, .025, .035, .035, .079, .079, .072, .072, .062, .062,
+            .107, .107, .087, .087, .089, .089),
+    joint_weights=(1., 1., 1., 1., 1., 1., 1., 1.2, 1.2, 1.5, 1.5, 1., 1., 1.2, 1.2, 1.5, 1.5),
+    upper_body=tuple(range(11)),
+)
+
+CROWDPOSE = KeypointMeta(
+    name="crowdpose",
+    joints=("left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+            "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
+            "head_top", "neck"),
+    flip_pairs=((0, 1), (2, 3), (4, 5), (6, 7), (8, 9), (10, 11)),
+    skeleton=((12, 13), (13, 0), (13, 1), (0, 2), (2, 4), (1, 3), (3, 5), (0, 6), (1, 7),
+              (6, 7), (6, 8), (8, 10), (7, 9), (9, 11)),
+    sigmas=(.079, .079, .072, .072, .062, .062, .107, .107, .087, .087, .089, .089, .079, .079),
+    # CrowdPose has no official loss weights; these mirror COCO's (elbows/knees 1.2, wrists/ankles 1.5).
+    joint_weights=(1., 1., 1.2, 1.2, 1.5, 1.5, 1., 1., 1.2, 1.2, 1.5, 1.5, 1., 1.),
+    upper_body=(0, 1, 2, 3, 4, 5, 12, 13),
+)
+
+MPII = KeypointMeta(
+    name="mpii",
+    joints=("right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
+            "pelvis", "thorax", "upper_neck", "head_top",
+            "right_wrist", "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist"),
+    flip_pairs=((0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13)),
+    skeleton=((0, 1), (1, 2), (2, 6), (6, 3), (3, 4), (4, 5), (6, 7), (7, 8), (8, 9),
+              (7, 12), (12, 11), (11, 10), (7, 13), (13, 14), (14, 15)),
+    # MPII has no OKS sigmas of its own; these are MMPose's choice (used only if someone runs OKS on MPII).
+    sigmas=(.089, .083, .107, .107, .083, .089, .026, .026, .026, .026, .062, .072, .179, .179, .072, .062),
+    joint_weights=(1.5, 1.2, 1., 1., 1.2, 1.5, 1., 1., 1., 1., 1.5, 1.2, 1., 1., 1.2, 1.5),
+    upper_body=(7, 8, 9, 10, 11, 12, 13, 14, 15),
+)
+
+DATASETS: dict[str, KeypointMeta] = {m.name: m for m in (COCO, CROWDPOSE, MPII)}
+
+
+def get_meta(name: str) -> KeypointMeta:
+    """Metadata by dataset name; an unknown name lists the known ones."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise KeyError(f"unknown keypoint set {name!r}; known: {sorted(DATASETS)}") from None
