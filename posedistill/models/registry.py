@@ -1,0 +1,32 @@
+"""The model table: one flat name -> factory dict.
+
+Each family file decorates its plain factories with `@register_model`; `create_model(name, **kw)`
+calls the factory with explicit keyword arguments. Registering a name twice is an error, so two
+files can never silently shadow each other."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.nn as nn
+
+MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Add `fn` to MODELS under its function name."""
+    name = fn.__name__
+    if name in MODELS:
+        raise ValueError(f"model {name!r} is registered twice ({MODELS[name].__module__} and {fn.__module__})")
+    MODELS[name] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    return sorted(MODELS)
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build a registered model; an unknown name lists the registered ones."""
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
+    return MODELS[name](**kwargs)
