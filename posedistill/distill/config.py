@@ -1,9 +1,28 @@
 """The `distill:` section of a recipe. Owned by the distillation package; the engine's Config embeds it.
 
-An empty `teacher.model` means plain supervised training."""
+An empty `teacher.model` means plain supervised training.
+
+Terms (`terms: {name: weight}`), each a module of `posedistill.losses.distill`:
+
+| name | paper | weight is |
+|---|---|---|
+| `logit` | IKD (seed 000) eq. 3-4 (SimCC: KL variant) | lambda of eq. 6-7 (IKD: 0.5); `logit_alpha` mixes GT and teacher |
+| `pairwise` | IKD eq. 1-2 | beta of eq. 6-7 (IKD: 0.2) |
+| `adversarial` | IKD eq. 5, 7-8 | gamma of eq. 7 (IKD: 0.3) |
+| `mapd` | MAPD (seed 001) eq. 1-3 | a multiplier of L_mapd (1.0); `mapd_alpha`, `mapd_beta` inside |
+| `aligned` | seed 002 eq. 1 | alpha of seed 002 eq. 5 (5e-5 with `aligned_reduction: sum`) |
+| `pose` | seed 002 eq. 2-3 (SimCC students) | beta of seed 002 eq. 5 (0.1) |
+
+The ground-truth loss: `gt_weight` < 0 (default) picks it from the terms: logit_weight x logit_alpha
+when `logit` is on (IKD eq. 4 inside eq. 6), plus mapd_weight x (1 - mapd_alpha - mapd_beta) when
+`mapd` is on (MAPD eq. 3), otherwise 1 (the other terms add to the plain supervised loss).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+TERM_NAMES = ("logit", "pairwise", "adversarial", "mapd", "aligned", "pose")
+FEATURE_TERMS = ("pairwise", "aligned")          # need the teacher's features: online teacher only
 
 
 @dataclass
@@ -11,9 +30,27 @@ class TeacherConfig:
     model: str = ""                                     # registered model name of the teacher; "" = no teacher
     model_kwargs: dict = field(default_factory=dict)    # extra keyword arguments for the teacher's factory
     checkpoint: str = ""                                # local weights file of the teacher (official formats accepted)
+    amp: str = "bf16"                                   # teacher precision on CUDA: bf16 | fp16 | none (CPU: float32)
 
 
 @dataclass
 class DistillConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)   # the frozen teacher
     terms: dict = field(default_factory=dict)           # distillation term name -> weight, e.g. {"logit": 0.5}
+    decay: list[str] = field(default_factory=list)      # terms whose weight x gamma(t) = 1 - (t-1)/T (seed 002 eq. 4); ["all"] = every term
+    gt_weight: float = -1.0                             # weight of the supervised ground-truth loss; < 0 = automatic (see module doc)
+    logit_alpha: float = 0.5                            # IKD eq. 4 alpha: share of the GT loss in L_ld (1 - alpha: teacher)
+    logit_temperature: float = 1.0                      # SimCC logit term: softmax temperature of the KL
+    mapd_alpha: float = 0.15                            # MAPD eq. 3 alpha: weight of the MSE to the teacher
+    mapd_beta: float = 0.075                            # MAPD eq. 3 beta: weight of the KL to the teacher (spatial softmax)
+    mapd_temperature: float = 1.0                       # MAPD spatial-softmax temperature (the paper has none: 1)
+    feature: str = "backbone"                           # feature map compared by pairwise / aligned: backbone | head_in
+    pairwise_max_positions: int = 1024                  # pairwise term: max-pool features until H x W <= this
+    aligned_reduction: str = "mean"                     # aligned term: mean (seed 002 eq. 1) | sum (over C,H,W; DWPose scale)
+    skeleton_weights: list[float] = field(default_factory=list)  # pose term: weight per skeleton edge; [] = 1/|E| each
+    disc_channels: int = 64                             # adversarial discriminator width
+    disc_lr: float = 1e-4                               # discriminator Adam learning rate (betas 0.5, 0.999)
+    cache: bool = False                                 # offline distillation: precompute teacher outputs once, warp per sample
+    cache_dir: str = "runs/teacher_cache"               # where cached teacher outputs live (one subfolder per fingerprint)
+    cache_batch_size: int = 64                          # batch size of the one teacher pass that fills the cache
+    cache_workers: int = 2                              # DataLoader workers of that pass

@@ -1,0 +1,262 @@
+"""Top-down dataset: one person instance -> augmented input crop + codec targets.
+
+The sample layout is the table of docs/architecture.md ("Dataset sample"). The geometry is in
+`transforms.py`: one affine maps image pixels to crop pixels, augmentation (half-body, scale,
+rotation, flip) included, and the same affine moves the keypoints, so image and targets cannot
+drift apart.
+
+Speed (see benchmarks/data_pipeline.py): the crop is cut from the BGR image and turned into RGB while
+normalising (the three colour planes are read in reverse order straight into one float32 CHW
+buffer), so the full image is never converted or flipped (measured: a whole-image colour
+conversion of a freshly decoded image costs about half a decode). With `reduced_decode` the
+JPEG is decoded at 1/2, 1/4 or 1/8 resolution (libjpeg DCT scaling, `cv2.IMREAD_REDUCED_COLOR_*`)
+whenever the crop shrinks the box by at least that factor, with the affine adjusted so the crop
+geometry is unchanged. An optional LRU cache keeps decoded images (`cache_mb`, per worker process).
+
+Bad images: a missing or undecodable image does not stop training. The sample is replaced by the
+next readable instance, the file is named in one warning (with its annotation id) and counted in
+`dataset.skipped` (per process: DataLoader workers keep their own counts; `check_images()` scans
+every file up front and returns the bad ones).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from collections import OrderedDict
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from posedistill.data import transforms as T
+from posedistill.data.coco import PersonInstance
+from posedistill.keypoints import KeypointMeta
+
+_READ_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+               8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+class ImageReadError(OSError):
+    """An image file is missing or cannot be decoded."""
+
+
+def read_bgr(path: str, factor: int = 1) -> np.ndarray:
+    """HxWx3 uint8 BGR image, decoded at 1/factor resolution (1, 2, 4, 8); EXIF orientation is
+    ignored as in the HRNet code (annotations refer to the stored pixel grid)."""
+    img = cv2.imread(path, _READ_FLAGS[factor] | cv2.IMREAD_IGNORE_ORIENTATION)
+    if img is None:
+        reason = "file not found" if not os.path.exists(path) else "cannot be decoded by OpenCV"
+        raise ImageReadError(f"image {path}: {reason}")
+    return img
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """HxWx3 uint8 RGB image read with OpenCV; raises ImageReadError naming the file."""
+    return cv2.cvtColor(read_bgr(str(path)), cv2.COLOR_BGR2RGB)
+
+
+class TopDownDataset(Dataset):
+    """Person crops with codec targets.
+
+    instances: PersonInstance list (`data.coco` / `data.mpii`).
+    meta: keypoint metadata (flip pairs, joint weights, half-body split).
+    codec: object with `encode(keypoints [K, 2], visible [K]) -> dict` (e.g. HeatmapCodec).
+    input_size: (width, height) of the crop.
+    train: random augmentation on (half-body, scale, rotation, flip); off = deterministic crop.
+    flip / scale_factor / rotation_factor / rotation_prob / half_body_prob / half_body_min_joints:
+        HRNet augmentation knobs (defaults as the official COCO recipe).
+    use_udp: size-1 based (UDP) affine; None = the codec's `udp` attribute (False if it has none).
+    use_joint_weights: multiply `target_weight` by `meta.joint_weights`.
+    reduced_decode: decode JPEGs at reduced resolution when the crop downsamples enough;
+        None = on for training, off for evaluation (evaluation then matches the official pipeline
+        pixel for pixel).
+    cache_mb: LRU cache of decoded images, in MiB per process (0 = off). It pays off only when the
+        same image comes back soon (evaluation in image order, several people per image);
+        a 640x480 COCO image costs 0.9 MiB.
+    """
+
+    def __init__(self, instances: Sequence[PersonInstance], meta: KeypointMeta, codec,
+                 input_size: tuple[int, int] = (192, 256), train: bool = False, *, flip: bool = True,
+                 scale_factor: float = 0.35, rotation_factor: float = 45.0, rotation_prob: float = 0.6,
+                 half_body_prob: float = 0.3, half_body_min_joints: int = 8, use_udp: bool | None = None,
+                 use_joint_weights: bool = False, reduced_decode: bool | None = None, cache_mb: float = 0.0):
+        self.instances = list(instances)
+        self.meta = meta
+        self.codec = codec
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        if min(self.input_size) < 2:
+            raise ValueError(f"input_size must be (width, height) >= 2, got {tuple(input_size)}")
+        self.aspect_ratio = self.input_size[0] / self.input_size[1]
+        self.train = bool(train)
+        self.flip = flip
+        self.scale_factor = scale_factor
+        self.rotation_factor = rotation_factor
+        self.rotation_prob = rotation_prob
+        self.half_body_prob = half_body_prob
+        self.half_body_min_joints = half_body_min_joints
+        self.use_udp = bool(getattr(codec, "udp", False)) if use_udp is None else bool(use_udp)
+        self.use_joint_weights = use_joint_weights
+        self.reduced_decode = self.train if reduced_decode is None else bool(reduced_decode)
+        self.cache_bytes = int(cache_mb * 2**20)
+        self._cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self._cache_used = 0
+        self.cache_hits = 0
+        self.skipped = 0
+        self.bad_indices: set[int] = set()
+        self._warned: set[str] = set()
+        self._flip_index = meta.flip_index
+        self._joint_weights = np.asarray(meta.joint_weights, dtype=np.float32)
+        for i, inst in enumerate(self.instances):
+            if inst.keypoints.shape != (meta.num_joints, 3):
+                raise ValueError(f"instance {i} (annotation id {inst.ann_id}, {inst.image_path}): keypoints have "
+                                 f"shape {inst.keypoints.shape}, expected ({meta.num_joints}, 3) for the "
+                                 f"keypoint set {meta.name!r}")
+
+    def __len__(self) -> int:
+        return len(self.instances)
+
+    # ---------------------------------------------------------------- images
+
+    def _read(self, path: str, factor: int) -> np.ndarray:
+        """HxWx3 uint8 BGR at 1/factor resolution, through the cache if enabled."""
+        if self.cache_bytes <= 0:
+            return read_bgr(path, factor)
+        key = (path, factor)
+        img = self._cache.get(key)
+        if img is not None:
+            self._cache.move_to_end(key)
+            self.cache_hits += 1
+            return img
+        img = read_bgr(path, factor)
+        if img.nbytes <= self.cache_bytes:
+            self._cache[key] = img
+            self._cache_used += img.nbytes
+            while self._cache_used > self.cache_bytes:
+                _, old = self._cache.popitem(last=False)
+                self._cache_used -= old.nbytes
+        return img
+
+    def _decode_factor(self, scale: np.ndarray) -> int:
+        """Largest f in (8, 4, 2) with f <= image pixels per crop pixel, 1 if none / disabled."""
+        if not self.reduced_decode:
+            return 1
+        ow, oh = self.input_size
+        if self.use_udp:
+            ow, oh = ow - 1, oh - 1
+        ratio = min(float(scale[0]) / ow, float(scale[1]) / oh)
+        for f in (8, 4, 2):
+            if ratio >= f:
+                return f
+        return 1
+
+    def check_images(self, progress: bool = False) -> list[tuple[str, list[int], str]]:
+        """Decode every distinct image once; return (path, annotation ids, reason) of the bad ones."""
+        by_path: dict[str, list[int]] = {}
+        for inst in self.instances:
+            by_path.setdefault(inst.image_path, []).append(inst.ann_id)
+        bad = []
+        items = by_path.items()
+        if progress:
+            from tqdm import tqdm
+            items = tqdm(items, desc="check images", total=len(by_path))
+        for path, ann_ids in items:
+            try:
+                read_bgr(path, 8)   # still runs the full entropy decode; 1/8 keeps it cheap
+            except ImageReadError as e:
+                bad.append((path, ann_ids, str(e)))
+        return bad
+
+    # ---------------------------------------------------------------- samples
+
+    def _geometry(self, inst: PersonInstance, rng: np.random.Generator | None):
+        """(center, scale) of the box, and the augmented (center, scale, rot, flip)."""
+        center, scale = T.box_to_center_scale(inst.bbox, self.aspect_ratio)
+        if rng is None:
+            return center, scale, center, scale, 0.0, False
+        c, s = center, scale
+        if (self.half_body_prob > 0 and inst.num_labelled > self.half_body_min_joints
+                and rng.random() < self.half_body_prob):
+            hb = T.half_body_center_scale(inst.keypoints, self.meta, self.aspect_ratio, rng)
+            if hb is not None:
+                c, s = hb
+        mult, rot = T.random_scale_rotation(rng, self.scale_factor, self.rotation_factor, self.rotation_prob)
+        flipped = bool(self.flip and rng.random() < 0.5)
+        return center, scale, c, s * mult, rot, flipped
+
+    def _make(self, index: int, rng: np.random.Generator | None) -> dict:
+        inst = self.instances[index]
+        center, scale, c_aug, s_aug, rot, flipped = self._geometry(inst, rng)
+        size = self.input_size
+        affine = T.get_affine(c_aug, s_aug, rot, size, flip=flipped, udp=self.use_udp)
+        factor = self._decode_factor(s_aug)
+        img = self._read(inst.image_path, factor)
+        warp = affine if factor == 1 else T.compose_affine(affine, T.reduced_read_affine(factor))
+        crop = T.warp_crop(img, warp, size)                  # [H, W, 3] BGR
+        image = T.normalize_image(crop[:, :, ::-1])          # RGB as a view, no copy
+
+        kps = T.keypoints_to_crop(inst.keypoints, affine, self._flip_index if flipped else None)
+        targets = self.codec.encode(kps[:, :2], kps[:, 2] > 0)
+        weight = np.asarray(targets["target_weight"], dtype=np.float32).reshape(-1)
+        if self.use_joint_weights:
+            weight = weight * self._joint_weights
+        if rng is None:
+            aug = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+        else:
+            plain = T.get_affine(center, scale, 0.0, size, udp=self.use_udp)
+            aug = T.compose_affine(affine, T.invert_affine(plain))
+
+        sample = {"image": torch.from_numpy(image)}
+        for key, value in targets.items():
+            if key != "target_weight":
+                sample[key] = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+        sample.update({
+            "target_weight": torch.from_numpy(weight),
+            "keypoints": torch.from_numpy(kps),
+            "center": torch.from_numpy(np.asarray(center, dtype=np.float32)),
+            "scale": torch.from_numpy(np.asarray(scale, dtype=np.float32)),
+            "affine": torch.from_numpy(affine.astype(np.float32)),
+            "aug_affine": torch.from_numpy(aug.astype(np.float32)),
+            "flipped": torch.tensor(flipped),
+            "image_id": torch.tensor(inst.image_id, dtype=torch.int64),
+            "ann_id": torch.tensor(inst.ann_id, dtype=torch.int64),
+            "index": torch.tensor(index, dtype=torch.int64),
+            "bbox_score": torch.tensor(inst.score, dtype=torch.float32),
+            "area": torch.tensor(inst.area, dtype=torch.float32),
+            "head_size": torch.tensor(inst.head_size, dtype=torch.float32),
+        })
+        return sample
+
+    def _rng(self) -> np.random.Generator | None:
+        if not self.train:
+            return None
+        # Drawn from torch's generator: seeded by torch.manual_seed in the main process and
+        # differently in every DataLoader worker (numpy's global state would repeat across workers).
+        return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+
+    def __getitem__(self, index: int) -> dict:
+        n = len(self.instances)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {n} instances")
+        index %= n
+        rng = self._rng()
+        for step in range(n):
+            i = (index + step) % n
+            if i in self.bad_indices:
+                continue
+            try:
+                return self._make(i, rng)
+            except ImageReadError as e:
+                self._mark_bad(i, e)
+        raise RuntimeError(f"no readable image among the {n} instances of this dataset "
+                           f"(first: {self.instances[0].image_path})")
+
+    def _mark_bad(self, i: int, err: Exception) -> None:
+        inst = self.instances[i]
+        self.bad_indices.add(i)
+        self.skipped += 1
+        if inst.image_path not in self._warned:
+            self._warned.add(inst.image_path)
+            warnings.warn(f"skipping annotation id {inst.ann_id} (instance {i}): {err}; "
+                          f"a readable instance is used instead", stacklevel=3)

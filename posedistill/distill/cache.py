@@ -1,0 +1,380 @@
+"""Teacher-output cache for offline distillation.
+
+One pass of the frozen teacher over the *un-augmented* training crops (the same instances, the
+same crop size, no random flip / scale / rotation / half-body) stores its outputs in numpy memmaps
+(float16): heatmaps `[N, K, h, w]`, or SimCC logits `[N, K, W_bins]` and `[N, K, H_bins]`. At training
+time a batch's cached outputs are read by the samples' `index` and moved into each sample's
+augmented crop with the sample's `aug_affine` (un-augmented crop pixels -> augmented crop pixels,
+flip included), so augmentation stays on while the teacher never runs:
+
+* heatmaps: the affine is conjugated to heatmap pixels (`S A S^-1`, S = heatmap / input size, or
+  (size - 1) ratios with UDP) and applied to the whole batch at once with `affine_grid` +
+  `grid_sample` (bilinear, zeros outside the stored crop);
+* SimCC: the stored x / y logits are two 1-D marginals; they are turned into the separable 2-D
+  distribution p(x) p(y) on the bin grid, warped the same way, and marginalised back (log
+  probabilities are valid logits). Exact for flip and scale, an approximation under rotation;
+* a flipped sample also swaps left / right joint channels (`flip_index`), as its labels were.
+
+The error against running the teacher online on the augmented crop is not zero: the warp
+interpolates, regions outside the un-augmented crop are unknown (zeros), and a network's output
+is not equivariant to scaling (a teacher trained on fixed-sigma targets answers a zoomed crop with
+the same sigma; the warped cache zooms the blob too). `measure_cache_error` puts numbers on it;
+`python -m posedistill.distill.cache CONFIG` prints them (README).
+
+Cache folders are keyed by a fingerprint of teacher (model, kwargs, checkpoint content) and dataset
+(instances, crop size, UDP), so a changed checkpoint or dataset never reads stale outputs. A cache is
+written to a temporary folder and renamed when complete; with several processes rank 0 builds it and
+the others wait.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+CACHE_VERSION = 1
+
+
+# --------------------------------------------------------------------------------------------------
+# geometry
+
+
+def _affine3(affine: torch.Tensor) -> torch.Tensor:
+    """[B, 2, 3] -> [B, 3, 3]"""
+    full = torch.zeros(affine.shape[0], 3, 3, dtype=affine.dtype, device=affine.device)
+    full[:, :2] = affine
+    full[:, 2, 2] = 1.0
+    return full
+
+
+def conjugate_affine(affine: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
+    """Crop-pixel affine [B, 2, 3] expressed on a grid scaled by (sx, sy): S A S^-1."""
+    s = torch.diag(torch.tensor([sx, sy, 1.0], dtype=affine.dtype, device=affine.device))
+    s_inv = torch.diag(torch.tensor([1.0 / sx, 1.0 / sy, 1.0], dtype=affine.dtype, device=affine.device))
+    return (s @ _affine3(affine) @ s_inv)[:, :2]
+
+
+def grid_scale(input_size: tuple[int, int], grid_size: tuple[int, int], udp: bool) -> tuple[float, float]:
+    """(sx, sy) from input-crop pixels to a (width, height) grid: size ratio, or (n-1) ratio with UDP."""
+    (iw, ih), (gw, gh) = input_size, grid_size
+    if udp:
+        return (gw - 1) / (iw - 1), (gh - 1) / (ih - 1)
+    return gw / iw, gh / ih
+
+
+def warp_maps(maps: torch.Tensor, affine: torch.Tensor) -> torch.Tensor:
+    """Warp maps [B, C, h, w] by per-sample pixel affines [B, 2, 3] (source pixel -> destination
+    pixel, pixel centres at integers as in OpenCV); bilinear, zeros outside. Same result as
+    cv2.warpAffine(map, affine, (w, h)) with INTER_LINEAR and a zero border."""
+    b, _, h, w = maps.shape
+    if h < 2 or w < 2:
+        raise ValueError(f"warp_maps needs maps of at least 2x2, got {h}x{w}")
+    inv = torch.linalg.inv(_affine3(affine.double()))                    # destination -> source pixels
+    norm = torch.tensor([[2.0 / (w - 1), 0.0, -1.0], [0.0, 2.0 / (h - 1), -1.0], [0.0, 0.0, 1.0]],
+                        dtype=torch.float64, device=maps.device)
+    theta = (norm @ inv @ torch.linalg.inv(norm))[:, :2]                 # normalised coordinates
+    grid = F.affine_grid(theta.to(maps.dtype), [b, 1, h, w], align_corners=True)
+    return F.grid_sample(maps, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def swap_flipped(maps: torch.Tensor, flipped: torch.Tensor, flip_index: torch.Tensor) -> torch.Tensor:
+    """Channel j of a flipped sample takes channel flip_index[j] (its labels were swapped the same way)."""
+    if not bool(flipped.any()):
+        return maps
+    swapped = maps[:, flip_index]
+    sel = flipped.to(maps.device).view(-1, *([1] * (maps.dim() - 1)))
+    return torch.where(sel, swapped, maps)
+
+
+# --------------------------------------------------------------------------------------------------
+# the cache
+
+
+class TeacherOutputCache:
+    """Memory-mapped teacher outputs of every training instance, warped on request.
+
+    `targets(batch, device)` -> teacher outputs in the batch's augmented crops: heatmaps
+    [B, K, h, w] or (x_logits, y_logits), float32 on `device`."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+        meta_path = self.directory / "meta.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"teacher cache {self.directory}: meta.json missing (incomplete cache?)")
+        self.meta = json.loads(meta_path.read_text())
+        if self.meta.get("version") != CACHE_VERSION:
+            raise ValueError(f"teacher cache {self.directory}: version {self.meta.get('version')}, expected "
+                             f"{CACHE_VERSION}; delete the folder to rebuild it")
+        self.head_type = self.meta["head_type"]
+        self.input_size = tuple(self.meta["input_size"])
+        self.udp = bool(self.meta["udp"])
+        self.split_ratio = float(self.meta.get("split_ratio", 0.0))
+        self.num_instances = int(self.meta["num_instances"])
+        self.arrays = {name: np.memmap(self.directory / f"{name}.f16", dtype=np.float16, mode="r",
+                                       shape=tuple(shape))
+                       for name, shape in self.meta["arrays"].items()}
+        self.flip_index = torch.as_tensor(self.meta["flip_index"], dtype=torch.long)
+
+    def __len__(self) -> int:
+        return self.num_instances
+
+    def stored(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Raw stored outputs (float16, CPU) of the instances `index` [B]."""
+        idx = np.asarray(index.cpu(), dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.num_instances):
+            raise IndexError(f"teacher cache {self.directory}: instance index out of range 0..{self.num_instances - 1} "
+                             f"(was the cache built for another dataset?)")
+        return {name: torch.from_numpy(np.ascontiguousarray(arr[idx])) for name, arr in self.arrays.items()}
+
+    def targets(self, batch: dict[str, torch.Tensor], device: torch.device | str | None = None) -> Any:
+        device = torch.device(device) if device is not None else batch["aug_affine"].device
+        raw = {k: v.to(device, non_blocking=True).float() for k, v in self.stored(batch["index"]).items()}
+        affine = batch["aug_affine"].to(device).double()
+        flipped = batch["flipped"].to(device).bool()
+        flip_index = self.flip_index.to(device)
+        if self.head_type == "heatmap":
+            maps = raw["heatmaps"]
+            sx, sy = grid_scale(self.input_size, (maps.shape[-1], maps.shape[-2]), self.udp)
+            out = warp_maps(maps, conjugate_affine(affine, sx, sy))
+            return swap_flipped(out, flipped, flip_index)
+        return self._simcc_targets(raw["simcc_x"], raw["simcc_y"], affine, flipped, flip_index)
+
+    def _simcc_targets(self, x: torch.Tensor, y: torch.Tensor, affine: torch.Tensor, flipped: torch.Tensor,
+                       flip_index: torch.Tensor, chunk: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+        k = self.split_ratio
+        wb, hb = x.shape[-1], y.shape[-1]
+        # SimCC bin b covers input pixel b / k (bin centres at integers, as the SimCC codec's labels)
+        aff = conjugate_affine(affine, k, k)
+        xs, ys = [], []
+        for s in range(0, x.shape[0], chunk):
+            px = F.softmax(x[s:s + chunk], dim=-1)                           # [b, K, Wb]
+            py = F.softmax(y[s:s + chunk], dim=-1)                           # [b, K, Hb]
+            b, kk = px.shape[:2]
+            joint = (py.unsqueeze(-1) * px.unsqueeze(-2)).reshape(b, kk, hb, wb)
+            warped = warp_maps(joint, aff[s:s + chunk])
+            xs.append(torch.log(warped.sum(-2).clamp_min(1e-12)))
+            ys.append(torch.log(warped.sum(-1).clamp_min(1e-12)))
+        out_x, out_y = torch.cat(xs), torch.cat(ys)
+        return swap_flipped(out_x, flipped, flip_index), swap_flipped(out_y, flipped, flip_index)
+
+
+# --------------------------------------------------------------------------------------------------
+# building
+
+
+def _file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cache_fingerprint(teacher_cfg, dataset) -> str:
+    """Hex key of (teacher model, kwargs, checkpoint bytes) x (instances, crop size, UDP, version)."""
+    h = hashlib.sha256()
+    ckpt = teacher_cfg.checkpoint
+    teacher = {"model": teacher_cfg.model, "kwargs": teacher_cfg.model_kwargs,
+               "checkpoint": _file_digest(ckpt) if ckpt else ""}
+    h.update(json.dumps(teacher, sort_keys=True, default=str).encode())
+    h.update(json.dumps({"version": CACHE_VERSION, "input_size": list(dataset.input_size),
+                         "udp": bool(getattr(dataset, "use_udp", False)), "n": len(dataset)}).encode())
+    for inst in dataset.instances:
+        h.update(f"{inst.image_path}|{inst.ann_id}|".encode())
+        h.update(np.asarray(inst.bbox, dtype=np.float32).tobytes())
+    return h.hexdigest()[:20]
+
+
+def plain_view(train_set):
+    """The training instances as un-augmented crops (a TopDownDataset with train=False)."""
+    from posedistill.data.topdown import TopDownDataset
+
+    return TopDownDataset(train_set.instances, train_set.meta, train_set.codec, input_size=train_set.input_size,
+                          train=False, use_udp=train_set.use_udp, reduced_decode=train_set.reduced_decode)
+
+
+@torch.no_grad()
+def fill_cache(teacher: nn.Module, plain_set, directory: str | os.PathLike, *, batch_size: int = 64,
+               workers: int = 0, device: torch.device | str = "cpu", progress: bool = False,
+               extra_meta: dict | None = None) -> TeacherOutputCache:
+    """Run `teacher` over every crop of `plain_set` (no augmentation) and write the cache folder."""
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    directory = Path(directory)
+    if plain_set.train:
+        raise ValueError("fill_cache needs the un-augmented dataset (train=False); see plain_view()")
+    tmp = directory.with_name(directory.name + f".tmp{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    device = torch.device(device)
+    loader = DataLoader(plain_set, batch_size=batch_size, shuffle=False, num_workers=workers)
+    n = len(plain_set)
+    arrays: dict[str, np.memmap] = {}
+    head_type = getattr(teacher, "head_type", "heatmap")
+    for batch in tqdm(loader, desc="teacher cache", disable=not progress, dynamic_ncols=True):
+        out = teacher(batch["image"].to(device))
+        parts = {"heatmaps": out} if head_type == "heatmap" else {"simcc_x": out[0], "simcc_y": out[1]}
+        idx = batch["index"].numpy()
+        for name, value in parts.items():
+            value = value.float().cpu().numpy()
+            if name not in arrays:
+                arrays[name] = np.memmap(tmp / f"{name}.f16", dtype=np.float16, mode="w+",
+                                         shape=(n,) + value.shape[1:])
+            arrays[name][idx] = value.astype(np.float16)
+    for arr in arrays.values():
+        arr.flush()
+    meta = {"version": CACHE_VERSION, "head_type": head_type, "num_instances": n,
+            "input_size": list(plain_set.input_size), "udp": bool(plain_set.use_udp),
+            "split_ratio": float(getattr(plain_set.codec, "split_ratio", 0.0) or 0.0),
+            "flip_index": plain_set.meta.flip_index.tolist(),
+            "arrays": {k: list(v.shape) for k, v in arrays.items()}, "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+    meta.update(extra_meta or {})
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+    del arrays
+    if directory.exists():      # another process finished first: keep theirs
+        shutil.rmtree(tmp)
+    else:
+        os.replace(tmp, directory)
+    return TeacherOutputCache(directory)
+
+
+def get_or_build_cache(teacher: nn.Module, teacher_cfg, train_set, cache_dir: str | os.PathLike, *,
+                       batch_size: int = 64, workers: int = 0, device: torch.device | str = "cpu") -> TeacherOutputCache:
+    """Open the cache for (teacher, train_set) under `cache_dir`, building it first if absent.
+    With torch.distributed initialised, rank 0 builds and the other ranks wait for it."""
+    import torch.distributed as torch_dist
+
+    key = cache_fingerprint(teacher_cfg, train_set)
+    directory = Path(cache_dir) / f"{teacher_cfg.model}_{key}"
+    distributed = torch_dist.is_available() and torch_dist.is_initialized()
+    rank = torch_dist.get_rank() if distributed else 0
+    if not (directory / "meta.json").is_file() and rank == 0:
+        print(f"[posedistill] teacher cache: one teacher pass over {len(train_set)} un-augmented crops -> "
+              f"{directory}", flush=True)
+        t0 = time.perf_counter()
+        fill_cache(teacher, plain_view(train_set), directory, batch_size=batch_size, workers=workers,
+                   device=device, progress=sys.stderr.isatty(),
+                   extra_meta={"teacher": teacher_cfg.model, "checkpoint": teacher_cfg.checkpoint})
+        print(f"[posedistill] teacher cache built in {time.perf_counter() - t0:.1f}s", flush=True)
+    if distributed:
+        torch_dist.barrier()
+    return TeacherOutputCache(directory)
+
+
+# --------------------------------------------------------------------------------------------------
+# error of cached-and-warped targets against the online teacher
+
+
+@torch.no_grad()
+def measure_cache_error(teacher: nn.Module, cache: TeacherOutputCache, train_set, codec, *, samples: int = 256,
+                        batch_size: int = 32, device: torch.device | str = "cpu", seed: int = 0) -> dict[str, float]:
+    """Compare cached-and-warped teacher outputs with the teacher run online on the same augmented
+    crops (`samples` random training samples). Returns:
+
+    heatmaps: mean_abs_diff (per pixel), rel_mean_abs_diff (/ mean abs online output), peak_ratio
+    (cached max / online max, per joint, median); both heads: keypoint distance in input pixels
+    between the two decoded poses (mean / median / p90, all joints and labelled joints), and for
+    scale the online teacher's own distance to the ground truth on the labelled joints."""
+    from torch.utils.data import DataLoader, Subset
+
+    device = torch.device(device)
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(train_set), generator=g)[:samples].tolist()
+    loader = DataLoader(Subset(train_set, order), batch_size=batch_size, shuffle=False)
+    dists, dists_lab, gt_err, abs_diff, abs_ref, peaks = [], [], [], 0.0, 0.0, []
+    count = 0
+    for batch in loader:
+        online = teacher(batch["image"].to(device))
+        cached = cache.targets(batch, device)
+        if cache.head_type == "heatmap":
+            abs_diff += float((cached - online).abs().sum())
+            abs_ref += float(online.abs().sum())
+            count += online.numel()
+            on_max = online.flatten(2).amax(-1)
+            peaks.append((cached.flatten(2).amax(-1) / on_max.clamp_min(1e-6)).flatten().cpu())
+            on_cpu, ca_cpu = online.cpu(), cached.cpu()
+        else:
+            on_cpu, ca_cpu = tuple(o.cpu() for o in online), tuple(c.cpu() for c in cached)
+        kp_on, _ = codec.decode(on_cpu)
+        kp_ca, _ = codec.decode(ca_cpu)
+        d = np.linalg.norm(np.asarray(kp_on, dtype=np.float64) - np.asarray(kp_ca, dtype=np.float64), axis=-1)
+        dists.append(d.ravel())
+        labelled = batch["target_weight"].numpy() > 0
+        dists_lab.append(d[labelled])
+        gt = batch["keypoints"].numpy()[..., :2].astype(np.float64)
+        gt_err.append(np.linalg.norm(np.asarray(kp_on, dtype=np.float64) - gt, axis=-1)[labelled])
+    d_all, d_lab = np.concatenate(dists), np.concatenate(dists_lab)
+    res = {"samples": float(len(order)),
+           "kp_dist_mean_px": float(d_all.mean()), "kp_dist_median_px": float(np.median(d_all)),
+           "kp_dist_p90_px": float(np.percentile(d_all, 90)),
+           "kp_dist_labelled_mean_px": float(d_lab.mean()) if d_lab.size else float("nan"),
+           "kp_dist_labelled_median_px": float(np.median(d_lab)) if d_lab.size else float("nan"),
+           # for scale: how far the online teacher itself is from the ground truth on the same joints
+           "teacher_vs_gt_labelled_mean_px": float(np.concatenate(gt_err).mean()) if d_lab.size else float("nan")}
+    if cache.head_type == "heatmap":
+        res.update({"mean_abs_diff": abs_diff / max(count, 1), "rel_mean_abs_diff": abs_diff / max(abs_ref, 1e-12),
+                    "peak_ratio_median": float(torch.cat(peaks).median())})
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m posedistill.distill.cache CONFIG [key=value ...]`: build (or open) the teacher cache of
+    a distillation recipe and print its error against the online teacher on augmented crops."""
+    p = argparse.ArgumentParser(prog="python -m posedistill.distill.cache",
+                                description="Build the teacher-output cache of a recipe and measure cached-and-"
+                                            "warped targets against the teacher run online on augmented crops.")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--samples", type=int, default=512, help="augmented training samples compared")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", metavar="FILE", help="also write the numbers as JSON")
+    args = p.parse_intermixed_args(argv)
+    from posedistill.engine import build
+    from posedistill.engine.config import ConfigError, load_config
+    from posedistill.distill.teacher import load_teacher
+    from posedistill.keypoints import get_meta
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as e:
+        print(f"posedistill cache: {e}", file=sys.stderr)
+        return 2
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    device = torch.device("cuda" if cfg.train.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    meta = get_meta(cfg.data.dataset)
+    input_size = tuple(cfg.data.input_size)
+    teacher = load_teacher(cfg.distill.teacher, meta.num_joints, device, amp=cfg.distill.teacher.amp,
+                           input_size=input_size, split_ratio=cfg.codec.simcc_split_ratio)
+    codec = build.build_codec(cfg.codec, input_size, teacher.output_stride, teacher.head_type)
+    train_set = build.build_dataset(cfg.data, codec, meta, train=True)
+    cache = get_or_build_cache(teacher, cfg.distill.teacher, train_set, cfg.distill.cache_dir,
+                               batch_size=cfg.distill.cache_batch_size, workers=cfg.distill.cache_workers,
+                               device=device)
+    res = measure_cache_error(teacher, cache, train_set, codec, samples=args.samples,
+                              batch_size=cfg.distill.cache_batch_size, device=device, seed=args.seed)
+    res["teacher"] = cfg.distill.teacher.model
+    res["config"] = args.config
+    for k, v in res.items():
+        print(f"{k:<32} {v:.4f}" if isinstance(v, float) else f"{k:<32} {v}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

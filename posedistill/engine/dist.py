@@ -1,0 +1,126 @@
+"""Distributed data parallel helpers for runs started by `torchrun`.
+
+`torchrun --nproc_per_node N -m posedistill.cli train CONFIG` sets RANK / WORLD_SIZE / LOCAL_RANK;
+`init_distributed()` reads them and joins the process group (NCCL on GPUs, gloo on CPU). Without
+them everything below degrades to a single process: rank 0 of 1, barriers and gathers are no-ops.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0                 # global rank of this process
+    world_size: int = 1           # number of processes
+    local_rank: int = 0           # rank on this machine (selects the GPU)
+    device: torch.device = torch.device("cpu")  # device this process computes on
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r}: expected an integer") from None
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Join the torchrun process group if one is described by the environment.
+
+    device: "auto" (CUDA when available), "cpu" or "cuda". On CUDA each process uses GPU LOCAL_RANK."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"train.device: expected auto | cpu | cuda, got {device!r}")
+    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    if use_cuda and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but torch.cuda.is_available() is False")
+    rank, world, local = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1), _env_int("LOCAL_RANK", 0)
+    if use_cuda:
+        torch.cuda.set_device(local)
+        dev = torch.device("cuda", local)
+    else:
+        dev = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world,
+                                **({"device_id": dev} if use_cuda else {}))
+    return DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def get_rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def is_main_process() -> bool:
+    return get_rank() == 0
+
+
+def barrier() -> None:
+    if get_world_size() > 1:
+        dist.barrier()
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's `obj`, in rank order (a one-element list without a process group)."""
+    if get_world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """`obj` from rank `src` on every rank."""
+    if get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Mean of per-rank scalars (e.g. epoch losses) across ranks."""
+    if get_world_size() == 1 or not values:
+        return dict(values)
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    t /= get_world_size()
+    return {k: float(v) for k, v in zip(keys, t.tolist())}
+
+
+class ModelDDP(DistributedDataParallel):
+    """DistributedDataParallel that still answers the wrapped model's attributes
+    (`head_type`, `output_stride`, ...), so tasks can use it like the bare model."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.module, name)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model

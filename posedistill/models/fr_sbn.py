@@ -1,0 +1,198 @@
+"""FR-SBN: full-resolution SimpleBaseline with Global Context blocks and SA-MFCD (seed 003:
+Ou, Chen, Wu, "Full-Resolution Encoder-Decoder Networks with Multi-Scale Feature Fusion for Human
+Pose Estimation", MMAsia 2020).
+
+Architecture (paper section 3, Fig. 1), input H x W, heatmaps [B, K, H, W] (output_stride 1):
+
+    stem -> layer1 -> GC_e1 (C2, 1/4) -> layer2 -> GC_e2 (C3, 1/8) -> layer3 -> GC_e3 (C4, 1/16)
+         -> layer4 -> GC_e4 (C5, 1/32)
+    decoder1: deconv C5 -> 256 (1/16)                                   -> GC_d1
+    decoder2: deconv 256 -> 256 (1/8),  concat SA-MFCD@1/8, 3x3 -> 256  -> GC_d2
+    decoder3: deconv 256 -> 256 (1/4),  concat SA-MFCD@1/4, 3x3 -> 256  -> GC_d3
+    decoder4: deconv 256 -> 128 (1/2),  concat SA-MFCD@1/2, 3x3 -> 128
+    decoder5: deconv 128 -> 32  (1/1)
+    final_layer: 1x1 conv 32 -> K
+
+    SA-MFCD: features of GC_e1..GC_e3 upsampled to 1/4, concatenated, 3x3 conv -> F;
+             their softmax attention maps (1 x h x w each) resized to 1/4, concatenated (3 maps),
+             3x3 conv -> 1 map; refined = features * map; resized to 1/8, 1/4, 1/2 for decoders 2-4.
+
+Stated by the paper: ResNet encoder as in SimpleBaseline; five decoders of deconv + BN + ReLU, each
+doubling the resolution, the 4th with 128 and the 5th with 32 channels; GC blocks after the four
+ResNet stages and after the first three decoders; SA-MFCD inputs are the outputs of the GC blocks
+after stages 1-3 and their spatial attention heatmaps (the 1x1-conv + softmax map of the GC block);
+lower resolutions up-sampled to the highest; features and maps each concatenated and fused by a
+3x3 conv; element-wise product; distributed to decoders 2, 3 and 4 after resizing; in those
+decoders concatenated with the deconv output and fused by a 3x3 conv; every SA-MFCD / fusion
+conv followed by BN and ReLU.
+
+Choices the paper leaves open (ours):
+- Channels of the first three decoders: 256 (SimpleBaseline's; the paper says only the 4th and
+  5th differ). Deconv kernel 4, stride 2, padding 1, no bias, as SimpleBaseline.
+- Fused SA-MFCD width F = 256 (`mfcd_channels`); the fused attention is one map (1 channel),
+  broadcast over the F channels.
+- Each GC softmax map is multiplied by its h*w before fusion so that a uniform map is 1 at every
+  scale (the raw maps differ by the ratio of their pixel counts, 16x between 1/4 and 1/16).
+- All resizing is bilinear (align_corners=False), to the exact size of the target tensor; the
+  down-sampling to 1/8 for decoder 2 is bilinear too.
+- A decoder's 3x3 fusion conv outputs the decoder's own width (256, 256, 128); the GC block of
+  decoders 2 and 3 comes after that fusion (the GC block enhances the decoder's output).
+- Decoder 5 has no GC block and no SA-MFCD input (the paper names decoders 1-3 and 2-4);
+  the final layer is a 1x1 conv with bias (SimpleBaseline's).
+- GC blocks use ratio 1/16 (GCNet), as `posedistill.models.blocks.GlobalContextBlock`.
+- Initialisation: ResNet as `pose_resnet`; deconvs and the final layer N(0, 0.001) (the official
+  SimpleBaseline head init); 3x3 fusion convs Kaiming-normal (fan_out); GC blocks their own init
+  (last conv zero, so each block starts as identity).
+- Inputs should be multiples of 32 (as for SimpleBaseline) so that every decoder lands exactly on
+  1/16 ... 1/1 of the input; other sizes still run (SA-MFCD is resized to each decoder) but the
+  heatmap then comes out at the next multiple of 32.
+
+Size (17 joints, 256x192; the counts outside the GC blocks are pinned in tests/test_models_fr_sbn.py):
+R34 29,906,894 parameters outside the seven GC blocks, plus 71,883 for GCNet-layout blocks
+(ratio 1/16) = 29.98M, and 20.3 GMACs (torch.utils.flop_counter). The paper gives 33M and
+21.3 GFLOPs for R34 without the SA-MFCD / fusion widths. Widening F changes both: F = 512 gives
+32.5M parameters but also far more MACs (F = 448 already 27.1 GMACs), so F = 256 matches the
+paper's compute better and its parameter count less well; the 3M gap is in those unstated widths.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from posedistill.models.blocks import GlobalContextBlock
+from posedistill.models.pose_resnet import BN_MOMENTUM, ResNetEncoder, init_head_, make_deconv_layers
+from posedistill.models.registry import register_model
+
+FR_SBN_DEPTHS = (34, 50, 101, 152)
+DECODER_CHANNELS = (256, 256, 256, 128, 32)
+
+
+def _resize(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    if x.shape[-2:] == ref.shape[-2:]:
+        return x
+    return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class ConvBNReLU(nn.Sequential):
+    def __init__(self, in_channels: int, out_channels: int, kernel: int = 3):
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel, 1, kernel // 2, bias=False),
+            nn.BatchNorm2d(out_channels, momentum=BN_MOMENTUM),
+            nn.ReLU(inplace=True),
+        )
+        nn.init.kaiming_normal_(self[0].weight, mode="fan_out", nonlinearity="relu")
+
+
+class SAMFCD(nn.Module):
+    """Spatial-attention-based multi-scale feature collection (the distribution is the resizing
+    done by each decoder). Inputs: three feature maps (highest resolution first) and their
+    softmax attention maps [B, 1, h_i, w_i]; output: refined features [B, F, h_0, w_0]."""
+
+    def __init__(self, in_channels: tuple[int, ...], out_channels: int = 256):
+        super().__init__()
+        self.feature_fuse = ConvBNReLU(sum(in_channels), out_channels)
+        self.attention_fuse = ConvBNReLU(len(in_channels), 1)
+
+    def forward(self, feats: list[torch.Tensor], attentions: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        ref = feats[0]
+        fused = self.feature_fuse(torch.cat([_resize(f, ref) for f in feats], dim=1))
+        # softmax maps sum to 1 over h*w; times h*w a uniform map is 1 at every scale
+        maps = [_resize(a * (a.shape[-2] * a.shape[-1]), ref) for a in attentions]
+        attention = self.attention_fuse(torch.cat(maps, dim=1))   # [B, 1, h0, w0]
+        return fused * attention, attention
+
+
+class Decoder(nn.Module):
+    """Deconv (x2) + BN + ReLU, optionally concatenated with SA-MFCD features and fused by 3x3 conv."""
+
+    def __init__(self, in_channels: int, out_channels: int, skip_channels: int = 0, kernel: int = 4):
+        super().__init__()
+        self.deconv = make_deconv_layers(in_channels, [out_channels], kernel)
+        self.fuse = ConvBNReLU(out_channels + skip_channels, out_channels) if skip_channels else None
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.deconv(x)
+        if self.fuse is not None:
+            if skip is None:
+                raise ValueError("this decoder fuses SA-MFCD features; skip=None given")
+            x = self.fuse(torch.cat([x, _resize(skip, x)], dim=1))
+        return x
+
+
+class FRSBN(ResNetEncoder):
+    """FR-SBN + GCB + SA-MFCD with a ResNet-`depth` encoder; see the module docstring."""
+
+    head_type = "heatmap"
+    output_stride = 1
+
+    def __init__(self, depth: int, num_joints: int = 17, mfcd_channels: int = 256, gc_ratio: float = 1 / 16,
+                 decoder_channels: tuple[int, ...] = DECODER_CHANNELS):
+        super().__init__(depth)
+        if len(decoder_channels) != 5:
+            raise ValueError(f"FR-SBN has five decoders; decoder_channels has {len(decoder_channels)} entries")
+        c2, c3, c4, c5 = self.stage_channels
+        d = decoder_channels
+        self.num_joints = num_joints
+        self.gc_layer1 = GlobalContextBlock(c2, ratio=gc_ratio, return_attention=True)
+        self.gc_layer2 = GlobalContextBlock(c3, ratio=gc_ratio, return_attention=True)
+        self.gc_layer3 = GlobalContextBlock(c4, ratio=gc_ratio, return_attention=True)
+        self.gc_layer4 = GlobalContextBlock(c5, ratio=gc_ratio)
+        self.mfcd = SAMFCD((c2, c3, c4), mfcd_channels)
+        self.decoder1 = Decoder(c5, d[0])
+        self.decoder2 = Decoder(d[0], d[1], mfcd_channels)
+        self.decoder3 = Decoder(d[1], d[2], mfcd_channels)
+        self.decoder4 = Decoder(d[2], d[3], mfcd_channels)
+        self.decoder5 = Decoder(d[3], d[4])
+        self.gc_decoder1 = GlobalContextBlock(d[0], ratio=gc_ratio)
+        self.gc_decoder2 = GlobalContextBlock(d[1], ratio=gc_ratio)
+        self.gc_decoder3 = GlobalContextBlock(d[2], ratio=gc_ratio)
+        self.final_layer = nn.Conv2d(d[4], num_joints, 1)
+        for dec in (self.decoder1, self.decoder2, self.decoder3, self.decoder4, self.decoder5):
+            init_head_(dec.deconv)
+        init_head_(self.final_layer)
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        x = self.stem(x)
+        e1, a1 = self.gc_layer1(self.layer1(x))
+        e2, a2 = self.gc_layer2(self.layer2(e1))
+        e3, a3 = self.gc_layer3(self.layer3(e2))
+        e4 = self.gc_layer4(self.layer4(e3))
+        refined, attention = self.mfcd([e1, e2, e3], [a1, a2, a3])
+        y = self.gc_decoder1(self.decoder1(e4))
+        y = self.gc_decoder2(self.decoder2(y, refined))   # SA-MFCD resized to 1/8
+        y = self.gc_decoder3(self.decoder3(y, refined))   # 1/4
+        y = self.decoder4(y, refined)                     # 1/2
+        head_in = self.decoder5(y)                        # 1/1, 32 channels
+        out = self.final_layer(head_in)
+        if not return_features:
+            return out
+        return out, {"c2": e1, "c3": e2, "c4": e3, "backbone": e4, "mfcd": refined,
+                     "mfcd_attention": attention, "head_in": head_in}
+
+
+def fr_sbn(depth: int, num_joints: int = 17, mfcd_channels: int = 256) -> FRSBN:
+    """FR-SBN + GCB + SA-MFCD with a ResNet-`depth` encoder (34, 50, 101, 152)."""
+    if depth not in FR_SBN_DEPTHS:
+        raise ValueError(f"FR-SBN depth {depth} not supported; choose one of {FR_SBN_DEPTHS}")
+    return FRSBN(depth, num_joints, mfcd_channels)
+
+
+@register_model
+def fr_sbn_r34(num_joints: int = 17) -> FRSBN:
+    return fr_sbn(34, num_joints)
+
+
+@register_model
+def fr_sbn_r50(num_joints: int = 17) -> FRSBN:
+    return fr_sbn(50, num_joints)
+
+
+@register_model
+def fr_sbn_r101(num_joints: int = 17) -> FRSBN:
+    return fr_sbn(101, num_joints)
+
+
+@register_model
+def fr_sbn_r152(num_joints: int = 17) -> FRSBN:
+    return fr_sbn(152, num_joints)

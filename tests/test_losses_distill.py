@@ -1,0 +1,192 @@
+"""Each distillation loss against a direct (loop) computation of its paper's equation on small tensors."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from posedistill.losses.distill import (AlignedFeatureLoss, LogitDistillLoss, MultiAngleLoss, PairwiseSimilarityLoss,
+                                        PoseDistillLoss, SimCCLogitDistillLoss, linear_decay, simcc_soft_argmax)
+
+torch.manual_seed(0)
+
+
+def _l_soft(hs, ht):
+    """IKD eq. 3 per sample: 1/K sum_k ||h_s - h_t||^2, with ||.||^2 averaged over pixels and x 0.5
+    (the JointsMSELoss normalisation), then averaged over the batch."""
+    b, k, h, w = hs.shape
+    total = 0.0
+    for n in range(b):
+        per = 0.0
+        for j in range(k):
+            per += float(((hs[n, j] - ht[n, j]) ** 2).sum()) / (h * w)
+        total += 0.5 * per / k
+    return total / b
+
+
+def test_logit_distill_eq3_eq4():
+    hs, ht = torch.rand(2, 3, 4, 5), torch.rand(2, 3, 4, 5)
+    gt = torch.tensor(0.37)
+    loss = LogitDistillLoss(alpha=0.5)
+    assert math.isclose(float(loss.soft(hs, ht)), _l_soft(hs, ht), rel_tol=1e-5)
+    for alpha in (0.0, 0.5, 0.8):
+        loss = LogitDistillLoss(alpha=alpha)
+        expect = alpha * 0.37 + (1 - alpha) * _l_soft(hs, ht)
+        assert math.isclose(float(loss(hs, ht, gt)), expect, rel_tol=1e-5)
+    with pytest.raises(ValueError, match="alpha"):
+        LogitDistillLoss(alpha=1.5)
+
+
+def test_logit_distill_teacher_gets_no_gradient():
+    hs = torch.rand(1, 2, 3, 3, requires_grad=True)
+    ht = torch.rand(1, 2, 3, 3, requires_grad=True)
+    LogitDistillLoss().soft(hs, ht).backward()
+    assert hs.grad is not None and ht.grad is None
+
+
+def test_simcc_logit_kl():
+    sx, sy, tx, ty = torch.randn(2, 3, 8), torch.randn(2, 3, 6), torch.randn(2, 3, 8), torch.randn(2, 3, 6)
+    T = 2.0
+    loss = SimCCLogitDistillLoss(alpha=0.5, temperature=T)
+    expect = 0.0
+    for n in range(2):
+        for k in range(3):
+            for s, t in ((sx, tx), (sy, ty)):
+                p = F.softmax(t[n, k] / T, 0)
+                q = F.softmax(s[n, k] / T, 0)
+                expect += float((p * (p.log() - q.log())).sum()) / s.shape[-1]
+    expect = expect / 3 * T * T          # summed over the batch, / K: SimCCKLLoss's reduction
+    assert math.isclose(float(loss.soft((sx, sy), (tx, ty))), expect, rel_tol=1e-5)
+    assert math.isclose(float(loss((sx, sy), (tx, ty), torch.tensor(1.0))), 0.5 + 0.5 * expect, rel_tol=1e-5)
+    assert float(loss.soft((tx, ty), (tx, ty))) == pytest.approx(0.0, abs=1e-6)
+
+
+def _pairwise_direct(fs, ft):
+    """IKD eq. 1-2 with explicit pixel loops (maps of equal size)."""
+    b, _, h, w = fs.shape
+    n = h * w
+    total = 0.0
+    for s in range(b):
+        a = fs[s].reshape(fs.shape[1], n)
+        c = ft[s].reshape(ft.shape[1], n)
+        acc = 0.0
+        for i in range(n):
+            for j in range(n):
+                f_s = float(a[:, i] @ a[:, j]) / (float(a[:, i].norm()) * float(a[:, j].norm()))
+                f_t = float(c[:, i] @ c[:, j]) / (float(c[:, i].norm()) * float(c[:, j].norm()))
+                acc += (f_s - f_t) ** 2
+        total += acc / n ** 2
+    return total / b
+
+
+def test_pairwise_similarity_eq1_eq2_different_channels():
+    fs, ft = torch.randn(2, 3, 3, 4), torch.randn(2, 5, 3, 4)     # channels differ
+    loss = PairwiseSimilarityLoss(max_positions=1024)
+    assert math.isclose(float(loss(fs, ft).detach()), _pairwise_direct(fs, ft), rel_tol=1e-4)
+    # identical structure (one map a channel-scaled copy) -> 0
+    assert float(loss(ft, torch.cat([ft, 2 * ft], 1))) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_pairwise_pools_larger_map_and_caps_positions():
+    fs, ft = torch.randn(1, 3, 6, 8), torch.randn(1, 4, 3, 4)
+    loss = PairwiseSimilarityLoss(max_positions=1024)
+    expect = _pairwise_direct(F.adaptive_max_pool2d(fs, (3, 4)), ft)
+    assert math.isclose(float(loss(fs, ft).detach()), expect, rel_tol=1e-4)
+    capped = PairwiseSimilarityLoss(max_positions=6)
+    size = capped.pooled_size(6, 8, 6, 8)
+    assert size[0] * size[1] <= 6
+    expect = _pairwise_direct(F.adaptive_max_pool2d(fs, size), F.adaptive_max_pool2d(torch.cat([fs, fs], 1), size))
+    assert math.isclose(float(capped(fs, torch.cat([fs, fs], 1))), expect, abs_tol=1e-6)
+
+
+def test_aligned_feature_eq1():
+    fs, ft = torch.randn(2, 3, 4, 4), torch.randn(2, 5, 4, 4)
+    loss = AlignedFeatureLoss(3, 5)
+    conv = loss.align
+    aligned = conv(fs).detach()
+    c, h, w = 5, 4, 4
+    expect = 0.0
+    for n in range(2):
+        expect += float(((ft[n] - aligned[n]) ** 2).sum()) / (c * h * w)
+    assert math.isclose(float(loss(fs, ft).detach()), expect / 2, rel_tol=1e-5)
+    summed = AlignedFeatureLoss(3, 5, reduction="sum")
+    summed.load_state_dict(loss.state_dict())
+    assert math.isclose(float(summed(fs, ft).detach()), expect / 2 * c * h * w, rel_tol=1e-5)
+    # size mismatch: the aligned student map is resized to the teacher's
+    assert torch.isfinite(loss(torch.randn(2, 3, 2, 2), ft))
+    # the adapter learns, the teacher does not
+    ft.requires_grad_(True)
+    loss(fs, ft).backward()
+    assert conv.weight.grad is not None and ft.grad is None
+    with pytest.raises(ValueError, match="channels"):
+        loss(torch.randn(1, 4, 4, 4), ft)
+
+
+def test_multi_angle_eq1_to_eq3():
+    hs, ht = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5)
+    loss = MultiAngleLoss(alpha=0.15, beta=0.075)
+    mpd = _l_soft(hs, ht)
+    kpd = 0.0
+    for n in range(2):
+        for k in range(3):
+            p = F.softmax(ht[n, k].flatten(), 0)
+            q = F.softmax(hs[n, k].flatten(), 0)
+            kpd += float((p * (p.log() - q.log())).sum())
+    kpd /= 6
+    assert math.isclose(float(loss.mse(hs, ht)), mpd, rel_tol=1e-5)
+    assert math.isclose(float(loss.kl(hs, ht)), kpd, rel_tol=1e-5)
+    gt = torch.tensor(0.2)
+    expect = 0.15 * mpd + 0.075 * kpd + (1 - 0.15 - 0.075) * 0.2
+    assert math.isclose(float(loss(hs, ht, gt)), expect, rel_tol=1e-5)
+    assert math.isclose(float(loss.distill(hs, ht)), 0.15 * mpd + 0.075 * kpd, rel_tol=1e-5)
+    with pytest.raises(ValueError):
+        MultiAngleLoss(alpha=0.7, beta=0.5)
+
+
+def test_pose_distill_eq2_eq3():
+    edges = [(0, 1), (1, 2), (0, 3)]
+    ps, pt = torch.randn(2, 4, 2) * 10, torch.randn(2, 4, 2) * 10
+    loss = PoseDistillLoss(edges, edge_weights=[0.5, 1.0, 2.0])
+    expect = 0.0
+    for n in range(2):
+        pos = sum(abs(float(pt[n, k, c] - ps[n, k, c])) for k in range(4) for c in range(2)) / 4
+        cst = 0.0
+        for (i, j), wgt in zip(edges, [0.5, 1.0, 2.0]):
+            cst += wgt * abs(float((pt[n, i] - pt[n, j]).norm()) - float((ps[n, i] - ps[n, j]).norm()))
+        expect += pos + cst
+    assert math.isclose(float(loss(ps, pt)), expect / 2, rel_tol=1e-5)
+    uniform = PoseDistillLoss(edges)
+    assert torch.allclose(uniform.edge_weights, torch.full((3,), 1 / 3))
+
+
+def test_simcc_soft_argmax():
+    x = torch.full((1, 1, 10), -1e4)
+    y = torch.full((1, 1, 8), -1e4)
+    x[0, 0, 6] = 0
+    y[0, 0, 3] = 0
+    assert torch.allclose(simcc_soft_argmax(x, y, 2.0), torch.tensor([[[3.0, 1.5]]]))
+
+
+def test_linear_decay_eq4():
+    T = 4
+    # gamma(t) = 1 - (t-1)/T for t = 1..T; the loop's epoch is t - 1
+    assert [linear_decay(t - 1, T) for t in range(1, T + 1)] == [1 - (t - 1) / T for t in range(1, T + 1)]
+    with pytest.raises(ValueError):
+        linear_decay(4, 4)
+
+
+def test_simcc_soft_has_the_supervised_loss_scale():
+    """With the teacher's softmax as labels, the teacher part equals SimCCKLLoss (same reduction)."""
+    from posedistill.losses.simcc import SimCCKLLoss
+
+    sx, sy, tx, ty = torch.randn(3, 4, 10), torch.randn(3, 4, 7), torch.randn(3, 4, 10), torch.randn(3, 4, 7)
+    sup = SimCCKLLoss(use_target_weight=True)(sx, sy, tx.softmax(-1), ty.softmax(-1), torch.ones(3, 4))
+    assert math.isclose(float(SimCCLogitDistillLoss().soft((sx, sy), (tx, ty))), float(sup), rel_tol=1e-5)
+
+
+def test_logit_soft_has_the_supervised_loss_scale():
+    from posedistill.losses.heatmap import JointsMSELoss
+
+    hs, ht = torch.rand(2, 3, 4, 5), torch.rand(2, 3, 4, 5)
+    sup = JointsMSELoss(use_target_weight=True)(hs, ht, torch.ones(2, 3))
+    assert math.isclose(float(LogitDistillLoss().soft(hs, ht)), float(sup), rel_tol=1e-6)
