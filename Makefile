@@ -23,7 +23,8 @@ demo: setup
 	$(VENV)/bin/posedistill demo
 
 test: setup
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	# One OpenMP thread per test worker: two workers x two threads on 2 cores stall each other.
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile
 
 clean:
 	rm -rf $(VENV) runs
