@@ -280,3 +280,18 @@ def test_simcc_student_seed002_terms():
         build_terms(DistillConfig(terms={"mapd": 1.0}), student, teacher, meta, (8, 8), "cpu")
     with pytest.raises(ValueError, match="head"):
         build_terms(DistillConfig(terms={"logit": 1.0}), student, FrozenTeacher(TinyPose(4)), meta, (8, 8), "cpu")
+
+
+def test_distill_cli_rejects_recipe_without_teacher(capsys):
+    from posedistill.distill.task import main
+
+    assert main(["configs/demo_base.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "distill.teacher.model is empty" in err and "configs/demo_base.yaml" in err
+
+
+def test_distill_cli_rejects_unknown_key(capsys):
+    from posedistill.distill.task import main
+
+    assert main(["configs/demo_base.yaml", "optim.lrr=0.1"]) == 2
+    assert "optim.lr" in capsys.readouterr().err

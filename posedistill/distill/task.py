@@ -21,9 +21,7 @@ student's loss is built and updated only by `aux_step()` (after the student's op
 """
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -342,40 +340,21 @@ def build_distillation_task(distill_cfg: DistillConfig, student: nn.Module, supe
 # command
 
 
+def _require_teacher(cfg, config_path: str) -> None:
+    from posedistill.engine.config import ConfigError
+
+    if not cfg.distill.teacher.model:
+        raise ConfigError(f"{config_path}: distill.teacher.model is empty; `posedistill distill` needs a teacher "
+                          f"(use `posedistill train` for plain training)")
+    if not cfg.distill.teacher.checkpoint:
+        raise ConfigError(f"{config_path}: distill.teacher.checkpoint is empty; give the teacher's weights file")
+    validate_distill_config(cfg.distill)
+
+
 def main(argv: list[str] | None = None) -> int:
     """`posedistill distill CONFIG [key=value ...] [--resume F] [--out DIR]`"""
-    from posedistill.engine import dist
-    from posedistill.engine.config import ConfigError, load_config
-    from posedistill.engine.train import train
+    from posedistill.engine.train import run_training_cli
 
-    p = argparse.ArgumentParser(prog="posedistill distill",
-                                description="Train a student distilled from a frozen teacher (distill: section of "
-                                            "the recipe; see posedistill/distill/config.py for the terms).")
-    p.add_argument("config", help="recipe YAML with a distill: section (configs/distill_*.yaml)")
-    p.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. distill.terms.logit=0.5")
-    p.add_argument("--resume", metavar="CKPT", help="continue from a last.pth")
-    p.add_argument("--out", metavar="DIR", help="run directory (overrides train.out_dir)")
-    args = p.parse_intermixed_args(argv)
-    overrides = list(args.overrides) + ([f"train.out_dir={args.out}"] if args.out else [])
-    try:
-        cfg = load_config(args.config, overrides)
-        if not cfg.distill.teacher.model:
-            raise ConfigError(f"{args.config}: distill.teacher.model is empty; `posedistill distill` needs a teacher "
-                              f"(use `posedistill train` for plain training)")
-        if not cfg.distill.teacher.checkpoint:
-            raise ConfigError(f"{args.config}: distill.teacher.checkpoint is empty; give the teacher's weights file")
-        validate_distill_config(cfg.distill)
-    except (ConfigError, ValueError) as e:
-        print(f"posedistill distill: {e}", file=sys.stderr)
-        return 2
-    if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
-    try:
-        result = train(cfg, resume=args.resume)
-    finally:
-        dist.cleanup()
-    if dist.is_main_process():
-        best = result["best_metric"]
-        print(f"[posedistill] distillation done in {result['time_s']:.1f}s; best {best if best is None else round(best, 4)} "
-              f"at epoch {result['best_epoch']}; checkpoints in {result['out_dir']}")
-    return 0
+    return run_training_cli(argv, "posedistill distill",
+                            "Train a student distilled from a frozen teacher (distill: section of the recipe; "
+                            "see posedistill/distill/config.py for the terms).", check=_require_teacher)

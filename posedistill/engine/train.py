@@ -24,7 +24,7 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -571,9 +571,11 @@ def _set_threads(n: int) -> None:
         torch.set_num_threads(n)
 
 
-def main_train(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="posedistill train", description="Train a model from a YAML recipe. "
-                                "Multi-GPU / multi-process: torchrun --nproc_per_node N -m posedistill.cli train ...")
+def run_training_cli(argv: list[str] | None, prog: str, description: str,
+                     check: Callable[[Config, str], None] | None = None) -> int:
+    """Shared command line of `posedistill train` and `posedistill distill`: parse CONFIG, overrides,
+    --resume and --out, run `check(cfg, config_path)` (raises ConfigError/ValueError) and train."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("config", help="recipe YAML (configs/*.yaml)")
     p.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. optim.lr=5e-4 train.batch_size=16")
     p.add_argument("--resume", metavar="CKPT", help="continue from a last.pth exactly where it stopped")
@@ -582,8 +584,10 @@ def main_train(argv: list[str] | None = None) -> int:
     overrides = list(args.overrides) + ([f"train.out_dir={args.out}"] if args.out else [])
     try:
         cfg = load_config(args.config, overrides)
-    except ConfigError as e:
-        print(f"posedistill train: {e}", file=sys.stderr)
+        if check is not None:
+            check(cfg, args.config)
+    except (ConfigError, ValueError) as e:
+        print(f"{prog}: {e}", file=sys.stderr)
         return 2
     _set_threads(cfg.train.threads)
     try:
@@ -595,6 +599,11 @@ def main_train(argv: list[str] | None = None) -> int:
         print(f"[posedistill] done in {result['time_s']:.1f}s; best {best if best is None else round(best, 4)} "
               f"at epoch {result['best_epoch']}; checkpoints in {result['out_dir']}")
     return 0
+
+
+def main_train(argv: list[str] | None = None) -> int:
+    return run_training_cli(argv, "posedistill train", "Train a model from a YAML recipe. Multi-GPU / "
+                            "multi-process: torchrun --nproc_per_node N -m posedistill.cli train ...")
 
 
 def load_model_weights(model: nn.Module, path: str) -> None:
