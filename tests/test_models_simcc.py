@@ -87,3 +87,11 @@ def test_official_simcc_layout_loads_into_wrapper(tmp_path):
     mmpose = {("head." + k if k.startswith(("deconv_layers", "final_layer", "mlp_head")) else "backbone." + k): v
               for k, v in official.items()}
     assert convert_mmpose_checkpoint(mmpose, "simcc").keys() == official.keys()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("posedistill.models.hrnet") is None, reason="hrnet.py not present")
+def test_simcc_hrnet_w48_parameter_count():
+    """The seed-002 teacher: official HRNet-W48 (63,595,745 parameters at 17 joints) + the SimCC linears."""
+    with torch.device("meta"):
+        model = create_model("simcc_hrnet_w48", num_joints=17, input_size=(192, 256))
+    assert sum(p.numel() for p in model.parameters()) == 63_595_745 + SIMCC_LINEARS_256x192

@@ -217,3 +217,37 @@ def test_with_the_project_heatmap_codec(data_dir):
         assert on.any()
         # decoded peaks sit on the augmented keypoints (within one heatmap pixel = 4 input pixels)
         np.testing.assert_allclose(np.asarray(kpts)[0][on], s["keypoints"].numpy()[on, :2], atol=4.0)
+
+
+def test_decode_image_matches_opencv_at_every_reduction(data_dir):
+    """simplejpeg (RGBX) and OpenCV (BGR) give the same pixels and the same reduced sizes."""
+    import posedistill.data.topdown as td
+    flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+             8: cv2.IMREAD_REDUCED_COLOR_8}
+    paths = sorted(str(p) for p in (data_dir / "coco").glob("*.jpg"))[:2] + \
+        sorted(str(p) for p in (data_dir / "ochuman").glob("*.jpg"))[:1]      # 4:4:4 and 4:2:0 files
+    for path in paths:
+        for factor, flag in flags.items():
+            img = td.decode_image(path, factor)
+            ref = cv2.imread(path, flag | cv2.IMREAD_IGNORE_ORIENTATION)
+            if img.shape[2] == 4:                                   # simplejpeg: RGBX
+                img = img[:, :, 2::-1]
+            assert img.shape == ref.shape, (path, factor)
+            assert np.abs(img.astype(int) - ref).max() <= 1, (path, factor)
+
+
+def test_samples_without_simplejpeg_match(data_dir, monkeypatch):
+    """The OpenCV fallback (BGR, 3 channels) gives the same samples as the simplejpeg path (RGBX)."""
+    import posedistill.data.topdown as td
+    inst = _coco(data_dir)[:3]
+    ds = TopDownDataset(inst, meta=COCO, codec=TinyCodec((192, 256)), input_size=(192, 256), train=True)
+    torch.manual_seed(0)
+    fast = [ds[i] for i in range(3)]
+    monkeypatch.setattr(td, "simplejpeg", None)
+    assert td.decode_image(inst[0].image_path).shape[2] == 3
+    torch.manual_seed(0)
+    slow = [ds[i] for i in range(3)]
+    for a, b in zip(fast, slow):
+        torch.testing.assert_close(a["affine"], b["affine"])
+        # same decoder library underneath: equal up to float rounding (1 grey level = 0.017)
+        assert (a["image"] - b["image"]).abs().max() < 0.02

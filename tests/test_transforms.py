@@ -139,6 +139,15 @@ def test_normalize_image_matches_formula():
     ref = ((rgb / 255.0 - np.array(T.IMAGENET_MEAN)) / np.array(T.IMAGENET_STD)).transpose(2, 0, 1)
     assert out.dtype == np.float32 and out.shape == (3, 5, 4)
     np.testing.assert_allclose(out, ref, atol=1e-5)
+    # BGR input, and 4-byte RGBX / BGRX pixels (4th channel ignored), give the same result
+    np.testing.assert_allclose(T.normalize_image(np.ascontiguousarray(rgb[:, :, ::-1]), bgr=True), ref, atol=1e-5)
+    x = np.full((5, 4, 1), 255, np.uint8)
+    np.testing.assert_allclose(T.normalize_image(np.concatenate([rgb, x], 2)), ref, atol=1e-5)
+    np.testing.assert_allclose(T.normalize_image(np.concatenate([rgb[:, :, ::-1], x], 2), bgr=True), ref, atol=1e-5)
+    custom = T.normalize_image(rgb, mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 1.0))
+    np.testing.assert_allclose(custom, ((rgb / 255.0 - 0.5) / np.array([0.25, 0.5, 1.0])).transpose(2, 0, 1), atol=1e-5)
+    with pytest.raises(ValueError, match="HxWx3"):
+        T.normalize_image(rgb[:, :, :2])
 
 
 def test_warp_crop_puts_a_dot_where_the_affine_sends_it():

@@ -209,28 +209,28 @@ def pose_resnet(depth: int, num_joints: int = 17, deconv_channels: int = 256, nu
 
 
 @register_model
-def simplebaseline_r18(num_joints: int = 17) -> PoseResNet:
-    return pose_resnet(18, num_joints)
+def simplebaseline_r18(num_joints: int = 17, deconv_channels: int = 256, num_deconv: int = 3) -> PoseResNet:
+    return pose_resnet(18, num_joints, deconv_channels, num_deconv)
 
 
 @register_model
-def simplebaseline_r34(num_joints: int = 17) -> PoseResNet:
-    return pose_resnet(34, num_joints)
+def simplebaseline_r34(num_joints: int = 17, deconv_channels: int = 256, num_deconv: int = 3) -> PoseResNet:
+    return pose_resnet(34, num_joints, deconv_channels, num_deconv)
 
 
 @register_model
-def simplebaseline_r50(num_joints: int = 17) -> PoseResNet:
-    return pose_resnet(50, num_joints)
+def simplebaseline_r50(num_joints: int = 17, deconv_channels: int = 256, num_deconv: int = 3) -> PoseResNet:
+    return pose_resnet(50, num_joints, deconv_channels, num_deconv)
 
 
 @register_model
-def simplebaseline_r101(num_joints: int = 17) -> PoseResNet:
-    return pose_resnet(101, num_joints)
+def simplebaseline_r101(num_joints: int = 17, deconv_channels: int = 256, num_deconv: int = 3) -> PoseResNet:
+    return pose_resnet(101, num_joints, deconv_channels, num_deconv)
 
 
 @register_model
-def simplebaseline_r152(num_joints: int = 17) -> PoseResNet:
-    return pose_resnet(152, num_joints)
+def simplebaseline_r152(num_joints: int = 17, deconv_channels: int = 256, num_deconv: int = 3) -> PoseResNet:
+    return pose_resnet(152, num_joints, deconv_channels, num_deconv)
 
 
 def load_imagenet_resnet(model: ResNetEncoder, path: str | os.PathLike, map_location: str = "cpu") -> list[str]:

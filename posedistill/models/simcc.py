@@ -87,6 +87,24 @@ def simcc_hrnet_w32(num_joints: int = 17, input_size: tuple[int, int] = (192, 25
 
 
 @register_model
+def simcc_hrnet_w48(num_joints: int = 17, input_size: tuple[int, int] = (192, 256),
+                    split_ratio: float = 2.0) -> SimCCHead:
+    """SimCC on HRNet-W48 (the seed-002 teacher; the official SimCC HRNet-W48 model)."""
+    from posedistill.models import hrnet
+
+    return SimCCHead(hrnet.hrnet_w48(num_joints=num_joints), input_size, split_ratio)
+
+
+@register_model
+def simcc_r18(num_joints: int = 17, input_size: tuple[int, int] = (192, 256),
+              split_ratio: float = 2.0) -> SimCCHead:
+    """SimCC on SimpleBaseline-R18 (a small, fast student; deconv head kept)."""
+    from posedistill.models.pose_resnet import pose_resnet
+
+    return SimCCHead(pose_resnet(18, num_joints), input_size, split_ratio)
+
+
+@register_model
 def simcc_r50(num_joints: int = 17, input_size: tuple[int, int] = (192, 256),
               split_ratio: float = 2.0) -> SimCCHead:
     """SimCC on SimpleBaseline-R50 (deconv head kept: stride-4 maps are flattened)."""
