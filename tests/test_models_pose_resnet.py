@@ -102,3 +102,17 @@ def test_bad_arguments_are_named():
         pose_resnet(42)
     with pytest.raises(ValueError, match="deconv_kernel"):
         pose_resnet(18, deconv_kernel=5)
+
+
+def test_registered_factories_take_head_width_and_reject_bad_values():
+    """simplebaseline_rN(deconv_channels=, num_deconv=) sizes the head; nonsense values name the argument."""
+    with torch.device("meta"):
+        narrow = create_model("simplebaseline_r18", deconv_channels=64)
+        wide = create_model("simplebaseline_r18")
+    assert narrow.deconv_layers[0].out_channels == 64 and wide.deconv_layers[0].out_channels == 256
+    assert sum(p.numel() for p in narrow.parameters()) < sum(p.numel() for p in wide.parameters())
+    assert create_model("simplebaseline_r18", num_deconv=2).output_stride == 8
+    with pytest.raises(ValueError, match="deconv_channels must be >= 1, got 0"):
+        create_model("simplebaseline_r18", deconv_channels=0)
+    with pytest.raises(ValueError, match="num_deconv must be >= 0"):
+        create_model("simplebaseline_r34", num_deconv=-1)

@@ -177,6 +177,8 @@ class PoseResNet(ResNetEncoder):
         super().__init__(depth)
         if num_deconv < 0:
             raise ValueError(f"num_deconv must be >= 0, got {num_deconv}")
+        if num_deconv > 0 and deconv_channels < 1:
+            raise ValueError(f"deconv_channels must be >= 1, got {deconv_channels}")
         if final_kernel not in (1, 3):
             raise ValueError(f"final_kernel must be 1 or 3, got {final_kernel}")
         if num_deconv > 5:
