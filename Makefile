@@ -7,13 +7,14 @@ PIP    := $(PY) -m pip
 
 .PHONY: demo test setup clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py posedistill/csrc/jpeg_band.c
 	$(PYTHON) -m venv $(VENV)
 	# CPU build of torch from the local wheel: never let a dependency pull a CUDA build.
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q "numpy>=1.24" cython setuptools wheel
 	# xtcocotools' PyPI wheel is built against numpy 1.x; build it against the installed numpy.
 	$(PIP) install -q --no-build-isolation --no-binary xtcocotools xtcocotools
+	# also builds the posedistill._jpeg_band C extension (needs gcc and the libjpeg headers; skipped without)
 	$(PIP) install -q -e ".[dev,onnx]"
 	touch $@
 

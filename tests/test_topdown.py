@@ -121,7 +121,7 @@ def test_augmentation_keeps_keypoints_on_their_pixels(tmp_path, size):
                         half_body_prob=0.5, reduced_decode=True)
     factors = []
     read = ds._read
-    ds._read = lambda path, factor: factors.append(factor) or read(path, factor)
+    ds._read = lambda path, factor, rows: factors.append(factor) or read(path, factor, rows)
     mean, std = np.array(T.IMAGENET_MEAN), np.array(T.IMAGENET_STD)
     torch.manual_seed(0)
     n_checked, flips = 0, 0
@@ -244,6 +244,7 @@ def test_samples_without_simplejpeg_match(data_dir, monkeypatch):
     torch.manual_seed(0)
     fast = [ds[i] for i in range(3)]
     monkeypatch.setattr(td, "simplejpeg", None)
+    monkeypatch.setattr(td, "_jpeg_band", None)
     assert td.decode_image(inst[0].image_path).shape[2] == 3
     torch.manual_seed(0)
     slow = [ds[i] for i in range(3)]

@@ -178,3 +178,20 @@ def test_reduced_decode_affine_keeps_geometry(tmp_path):
     cf = np.argwhere(full[..., 0] > 200).mean(0)
     cr = np.argwhere(red[..., 0] > 200).mean(0)
     np.testing.assert_allclose(cf, cr, atol=0.5)
+
+
+@pytest.mark.parametrize("udp", [False, True])
+def test_source_rows_hold_every_row_the_warp_reads(udp):
+    """Rows outside `source_rows` can hold anything: the crop does not change."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (300, 400, 4), dtype=np.uint8)
+    for _ in range(200):
+        center = rng.uniform(-50, 450, 2)
+        scale = rng.uniform(20, 600) * np.array([0.75, 1.0])
+        size = (int(rng.integers(2, 200)), int(rng.integers(2, 260)))
+        affine = T.get_affine(center, scale, rng.uniform(-180, 180), size, flip=bool(rng.integers(2)), udp=udp)
+        y0, y1 = T.source_rows(affine, size)
+        noisy = img.copy()
+        noisy[:max(y0, 0)] = 255 - noisy[:max(y0, 0)]
+        noisy[max(y1, 0):] = 255 - noisy[max(y1, 0):]
+        np.testing.assert_array_equal(T.warp_crop(noisy, affine, size), T.warp_crop(img, affine, size))

@@ -154,6 +154,18 @@ def reduced_read_affine(factor: int) -> np.ndarray:
     return np.array([[factor, 0.0, off], [0.0, factor, off]], dtype=np.float64)
 
 
+def source_rows(affine: np.ndarray, output_size: tuple[int, int]) -> tuple[int, int]:
+    """Rows [y0, y1) of the source image that `warp_crop(image, affine, output_size)` reads.
+
+    Bilinear sampling at source row y reads rows floor(y) and floor(y) + 1; the crop's pixel
+    centres map to a parallelogram whose extreme rows are at its corners. One row of margin on
+    each side absorbs OpenCV's fixed-point (1/32 pixel) coordinate rounding."""
+    _, (c, d, ty) = invert_affine(affine).tolist()
+    xs, ys = output_size[0] - 1.0, output_size[1] - 1.0
+    corners = (ty, ty + c * xs, ty + d * ys, ty + c * xs + d * ys)
+    return math.floor(min(corners)) - 1, math.floor(max(corners)) + 3
+
+
 # --------------------------------------------------------------------------------------------------
 # pixels
 
