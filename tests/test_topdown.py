@@ -252,3 +252,20 @@ def test_samples_without_simplejpeg_match(data_dir, monkeypatch):
         torch.testing.assert_close(a["affine"], b["affine"])
         # same decoder library underneath: equal up to float rounding (1 grey level = 0.017)
         assert (a["image"] - b["image"]).abs().max() < 0.02
+
+
+def test_uint8_samples_normalised_by_to_device_match(data_dir):
+    """normalize=False (training loaders) + the engine's to_device == the normalised sample."""
+    from posedistill.engine.train import to_device
+    inst = _coco(data_dir)[:3]
+    kw = dict(meta=COCO, codec=TinyCodec((192, 256)), input_size=(192, 256), train=True)
+    plain, raw = TopDownDataset(inst, **kw), TopDownDataset(inst, normalize=False, **kw)
+    for i in range(3):
+        torch.manual_seed(i)
+        a = plain[i]
+        torch.manual_seed(i)
+        b = raw[i]
+        assert b["image"].dtype == torch.uint8 and b["image"].shape == (3, 256, 192)
+        torch.testing.assert_close(b["heatmaps"], a["heatmaps"])
+        moved = to_device({k: v[None] for k, v in b.items()}, torch.device("cpu"))
+        torch.testing.assert_close(moved["image"][0], a["image"], atol=1e-6, rtol=0)

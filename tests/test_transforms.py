@@ -195,3 +195,20 @@ def test_source_rows_hold_every_row_the_warp_reads(udp):
         noisy[:max(y0, 0)] = 255 - noisy[:max(y0, 0)]
         noisy[max(y1, 0):] = 255 - noisy[max(y1, 0):]
         np.testing.assert_array_equal(T.warp_crop(noisy, affine, size), T.warp_crop(img, affine, size))
+
+
+def test_uint8_planes_normalised_later_equal_normalize_image():
+    torch = pytest.importorskip("torch")
+    rgbx = np.random.default_rng(0).integers(0, 256, (5, 7, 4), dtype=np.uint8)
+    ref = T.normalize_image(rgbx)
+    planes = T.rgb_planes(rgbx)
+    assert planes.dtype == np.uint8 and planes.shape == (3, 5, 7)
+    np.testing.assert_allclose(T.normalize_images(torch.from_numpy(planes)).numpy(), ref, atol=1e-6)
+    bgr = np.ascontiguousarray(rgbx[:, :, 2::-1])
+    np.testing.assert_array_equal(T.rgb_planes(bgr, bgr=True), planes)
+    batch = torch.from_numpy(np.stack([planes, planes]))                   # [B, 3, H, W]
+    np.testing.assert_allclose(T.normalize_images(batch)[1].numpy(), ref, atol=1e-6)
+    already = torch.from_numpy(ref)
+    assert T.normalize_images(already) is already                           # float: unchanged
+    with pytest.raises(ValueError, match="uint8"):
+        T.rgb_planes(rgbx.astype(np.float32))

@@ -30,6 +30,7 @@ import math
 
 import cv2
 import numpy as np
+import torch
 
 from posedistill.keypoints import KeypointMeta
 
@@ -208,6 +209,28 @@ def normalize_image(image: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD, *, 
         # float32 plane of the right size, so OpenCV writes into it in place
         cv2.addWeighted(planes[c], alpha[c], planes[c], 0.0, beta[c], dst=out[c], dtype=cv2.CV_32F)
     return out
+
+
+def rgb_planes(image: np.ndarray, *, bgr: bool = False) -> np.ndarray:
+    """HxWx3 RGB (or HxWx4 RGBX; BGR / BGRX with `bgr=True`) uint8 -> uint8 RGB 3xHxW, unnormalised:
+    the training sample's `image` with `TopDownDataset(normalize=False)`, finished by
+    `normalize_images` on the device (a quarter of the bytes for DataLoader workers to hand over)."""
+    if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
+        raise ValueError(f"rgb_planes: expected an HxWx3|4 uint8 image, got {image.dtype} {image.shape}")
+    planes = cv2.split(image)
+    return np.stack(planes[2::-1] if bgr else planes[:3])
+
+
+def normalize_images(images: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """uint8 RGB [..., 3, H, W] (from `rgb_planes`) -> float32 (x / 255 - mean) / std on the
+    tensor's device, equal to `normalize_image` of the same pixels (up to float rounding).
+    Float input is already normalised and comes back unchanged, so callers need not know which
+    kind of dataset produced the batch."""
+    if images.dtype != torch.uint8:
+        return images
+    alpha = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32, device=images.device)
+    beta = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32, device=images.device)
+    return torch.addcmul(beta.view(3, 1, 1), images.float(), alpha.view(3, 1, 1))
 
 
 # --------------------------------------------------------------------------------------------------

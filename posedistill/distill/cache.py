@@ -43,6 +43,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from posedistill.data.transforms import normalize_images
+
 CACHE_VERSION = 1
 
 
@@ -225,7 +227,7 @@ def fill_cache(teacher: nn.Module, plain_set, directory: str | os.PathLike, *, b
     arrays: dict[str, np.memmap] = {}
     head_type = getattr(teacher, "head_type", "heatmap")
     for batch in tqdm(loader, desc="teacher cache", disable=not progress, dynamic_ncols=True):
-        out = teacher(batch["image"].to(device))
+        out = teacher(normalize_images(batch["image"].to(device)))
         parts = {"heatmaps": out} if head_type == "heatmap" else {"simcc_x": out[0], "simcc_y": out[1]}
         idx = batch["index"].numpy()
         for name, value in parts.items():
@@ -298,7 +300,7 @@ def measure_cache_error(teacher: nn.Module, cache: TeacherOutputCache, train_set
     dists, dists_lab, gt_err, abs_diff, abs_ref, peaks = [], [], [], 0.0, 0.0, []
     count = 0
     for batch in loader:
-        online = teacher(batch["image"].to(device))
+        online = teacher(normalize_images(batch["image"].to(device)))
         cached = cache.targets(batch, device)
         if cache.head_type == "heatmap":
             abs_diff += float((cached - online).abs().sum())

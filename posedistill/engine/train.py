@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from posedistill.data.transforms import normalize_images
 from posedistill.engine import build, dist
 from posedistill.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from posedistill.engine.config import Config, ConfigError, load_config, save_config
@@ -99,12 +100,16 @@ def seed_worker(worker_id: int) -> None:
 
 
 def to_device(batch: dict, device: torch.device, channels_last: bool = False) -> dict:
+    """Tensors of a batch moved to `device`; a uint8 `image` (TopDownDataset(normalize=False)) is
+    normalised there."""
     out = {}
     for k, v in batch.items():
         if isinstance(v, torch.Tensor):
             v = v.to(device, non_blocking=True)
-            if k == "image" and channels_last:
-                v = v.contiguous(memory_format=torch.channels_last)
+            if k == "image":
+                v = normalize_images(v)
+                if channels_last:
+                    v = v.contiguous(memory_format=torch.channels_last)
         out[k] = v
     return out
 
@@ -248,7 +253,7 @@ def predict(model: nn.Module, loader: DataLoader, codec, meta: KeypointMeta, dev
     flip_index = meta.flip_index
     preds: list[dict] = []
     for batch in tqdm(loader, desc="eval", disable=not progress, leave=False, dynamic_ncols=True):
-        images = batch["image"].to(device, non_blocking=True)
+        images = normalize_images(batch["image"].to(device, non_blocking=True))
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with _autocast(device, amp_dtype):
