@@ -5,7 +5,7 @@
  * it are entropy-decoded only (the Huffman stream has to be walked) and skip the inverse DCT,
  * upsampling and colour conversion (jpeg_skip_scanlines); rows below it are not decoded at all.
  * The band's pixels are the ones a full decode gives (checked on every test image, every scale,
- * progressive / restart-marker / 4:2:2 / 4:4:4 / greyscale files: tests/data/test_jpeg_band.py).
+ * progressive / restart-marker / 4:2:2 / 4:4:4 / greyscale files: tests/test_jpeg_band.py).
  * Columns are not cropped: jpeg_crop_scanline (libjpeg-turbo 2.1) changes pixels near, and with
  * 4:2:2 files away from, the cut, so the output would no longer match a full decode.
  *
@@ -15,7 +15,6 @@
  *   pixels: the whole scaled image as RGBX rows (4 bytes a pixel, width x height), of which only
  *   rows [top, top + rows) are written; the others are left uninitialised. The image keeps its
  *   size so that the caller's affine stays the same and the crop comes out bit-identical.
- * header(data) -> (width, height)
  * Raises ValueError on anything libjpeg reports, warnings included (corrupt data), and for
  * colour spaces other than YCbCr / RGB / greyscale: the caller then takes its general path.
  */
@@ -42,29 +41,6 @@ static void on_error(j_common_ptr cinfo) {
  * simplejpeg's strict mode: the caller falls back to OpenCV, which decodes leniently. */
 static void on_message(j_common_ptr cinfo, int msg_level) {
     if (msg_level < 0) on_error(cinfo);
-}
-
-static PyObject *py_header(PyObject *self, PyObject *args) {
-    Py_buffer data;
-    struct jpeg_decompress_struct cinfo;
-    error_mgr err;
-    PyObject *result = NULL;
-    if (!PyArg_ParseTuple(args, "y*", &data)) return NULL;
-    cinfo.err = jpeg_std_error(&err.pub);
-    err.pub.error_exit = on_error;
-    err.pub.emit_message = on_message;
-    jpeg_create_decompress(&cinfo);
-    if (setjmp(err.jump)) {
-        PyErr_Format(PyExc_ValueError, "JPEG header: %s", err.message);
-        goto done;
-    }
-    jpeg_mem_src(&cinfo, (const unsigned char *)data.buf, (unsigned long)data.len);
-    jpeg_read_header(&cinfo, TRUE);
-    result = Py_BuildValue("(ii)", (int)cinfo.image_width, (int)cinfo.image_height);
-done:
-    jpeg_destroy_decompress(&cinfo);
-    PyBuffer_Release(&data);
-    return result;
 }
 
 /* The scanline loop, run without the GIL. It has its own setjmp: an error longjmps back here,
@@ -152,7 +128,6 @@ done:
 static PyMethodDef methods[] = {
     {"decode", py_decode, METH_VARARGS,
      "decode(data, scale_denom, y0, y1) -> (RGBX bytearray, width, height, top, rows)"},
-    {"header", py_header, METH_VARARGS, "header(data) -> (width, height)"},
     {NULL, NULL, 0, NULL},
 };
 
