@@ -146,7 +146,7 @@ class TopDownDataset(Dataset):
     normalize: True: `image` is the ImageNet-normalised float32 crop. False: the uint8 RGB crop
         [3, H, W], a quarter of the bytes for DataLoader workers to hand over (about 20% more
         samples/s through a worker, benchmarks/data_pipeline.py); `transforms.normalize_images`
-        finishes it on the device (the training engine does, in `to_device`).
+        finishes it on the device (the engine does, in `to_device` and `predict`).
     reduced_decode: decode JPEGs at reduced resolution when the crop downsamples enough;
         None = on for training, off for evaluation (evaluation then matches the official pipeline
         pixel for pixel).

@@ -203,7 +203,8 @@ def plain_view(train_set):
     from posedistill.data.topdown import TopDownDataset
 
     return TopDownDataset(train_set.instances, train_set.meta, train_set.codec, input_size=train_set.input_size,
-                          train=False, use_udp=train_set.use_udp, reduced_decode=train_set.reduced_decode)
+                          train=False, use_udp=train_set.use_udp, reduced_decode=train_set.reduced_decode,
+                          normalize=train_set.normalize)
 
 
 @torch.no_grad()

@@ -135,9 +135,9 @@ def load_instances(cfg: DataConfig, meta: KeypointMeta, train: bool, boxes: str 
 
 
 def build_dataset(cfg: DataConfig, codec, meta: KeypointMeta, train: bool, boxes: str | None = None):
-    """TopDownDataset over the split's instances, with augmentation only for training. Training
-    samples carry uint8 images (normalised on the device by `train.to_device`: a quarter of the
-    bytes from the loader workers); evaluation samples are normalised in the dataset."""
+    """TopDownDataset over the split's instances, with augmentation only for training. Samples
+    carry uint8 images, a quarter of the bytes for loader workers to hand over; the engine
+    normalises them on the device (`train.to_device` for training, `train.predict` for evaluation)."""
     from posedistill.data.topdown import TopDownDataset
 
     instances = load_instances(cfg, meta, train, boxes)
@@ -145,7 +145,7 @@ def build_dataset(cfg: DataConfig, codec, meta: KeypointMeta, train: bool, boxes
                           flip=cfg.flip, scale_factor=cfg.scale_factor, rotation_factor=cfg.rotation_factor,
                           rotation_prob=cfg.rotation_prob, half_body_prob=cfg.half_body_prob,
                           half_body_min_joints=cfg.half_body_min_joints, use_joint_weights=cfg.use_joint_weights,
-                          normalize=not train, cache_mb=0.0 if train else cfg.val_cache_mb)
+                          normalize=False, cache_mb=0.0 if train else cfg.val_cache_mb)
 
 
 def build_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
