@@ -102,3 +102,31 @@ def test_samples_are_identical_with_and_without_band_decoding(data_dir, monkeypa
         monkeypatch.setattr(td, "_jpeg_band", None)
         b = ds._make(i, np.random.default_rng(k) if train else None)
         assert torch.equal(a["image"], b["image"]), (i, k)
+
+
+def test_damaged_files_raise_value_error_or_decode(data_dir):
+    """Flipped bytes, cuts and garbage runs: every call returns a band of the right size or raises
+    ValueError (the extension longjmps out of libjpeg; a crash here would kill a loader worker)."""
+    rng = np.random.default_rng(0)
+    files = [f.read_bytes() for f in sorted(data_dir.glob("*/*.jpg"))]
+    outcomes = {"decoded": 0, "rejected": 0}
+    for it in range(300):
+        data = bytearray(files[it % len(files)])
+        if it % 3 == 0:
+            for _ in range(int(rng.integers(1, 20))):
+                data[int(rng.integers(2, len(data)))] = int(rng.integers(0, 256))
+        elif it % 3 == 1:
+            data = data[: int(rng.integers(2, len(data)))]
+        else:
+            i = int(rng.integers(2, len(data)))
+            data[i:i + 50] = rng.integers(0, 256, 50, dtype=np.uint8).tobytes()
+        factor = int(rng.choice([1, 2, 4, 8]))
+        try:
+            pixels, width, height, top, rows = band.decode(bytes(data), factor, int(rng.integers(-10, 900)),
+                                                           int(rng.integers(-10, 1200)))
+        except ValueError:
+            outcomes["rejected"] += 1
+            continue
+        assert len(pixels) == width * height * 4 and 0 <= top and rows >= 1 and top + rows <= height
+        outcomes["decoded"] += 1
+    assert outcomes["decoded"] > 0 and outcomes["rejected"] > 0, outcomes
