@@ -11,7 +11,7 @@ core with OpenCV and torch on one thread), and the script prints samples/s and t
 measurement runs both through a torch DataLoader with one worker process on a second core (batches
 of 32, shuffled), as training does: that adds collation and the hand-over of every batch to the main
 process, the same work for both pipelines, so its ratio is lower; and once more with the uint8
-images the training engine's loaders carry (`TopDownDataset(normalize=False)`, a quarter of the
+images the engine's loaders carry (`TopDownDataset(normalize=False)`, a quarter of the
 image bytes), normalised per batch in the main process as `engine.train.to_device` does.
 
 Baseline ("HRNet-style"): what the official HRNet / SimpleBaseline `JointsDataset` does per
@@ -23,8 +23,8 @@ loop, torchvision-style ToTensor + Normalize, and one Gaussian per joint built i
 Ours: `TopDownDataset` with the project's `HeatmapCodec`. Decoding is most of its sample time, so:
 * only the JPEG rows the crop reads are decoded (the `posedistill._jpeg_band` C extension over
   libjpeg-turbo, built at install): decoding stops after the crop's last row, and rows above it
-  are entropy-decoded only; on the COCO sample the crops read ~80% of the rows down to their last
-  one. The samples are bit-identical to whole-image decoding (tests/test_jpeg_band.py);
+  are entropy-decoded only. The samples are bit-identical to whole-image decoding
+  (tests/test_jpeg_band.py);
 * JPEG decoding with simplejpeg when installed (a project dependency; libjpeg-turbo bundled in the
   wheel): the same accurate DCT and upsampling as OpenCV's decoder (0 grey levels difference on
   all test images, at 1/1, 1/2, 1/4 and 1/8) and ~5-8% faster than cv2.imread; it decodes straight

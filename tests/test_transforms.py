@@ -212,3 +212,5 @@ def test_uint8_planes_normalised_later_equal_normalize_image():
     assert T.normalize_images(already) is already                           # float: unchanged
     with pytest.raises(ValueError, match="uint8"):
         T.rgb_planes(rgbx.astype(np.float32))
+    with pytest.raises(ValueError, match=r"\[\.\.\., 3, H, W\]"):
+        T.normalize_images(torch.from_numpy(rgbx))                         # HxWx4, not channels-first

@@ -91,7 +91,7 @@ def decode_image_rows(path: str, factor: int, y0: int, y1: int) -> np.ndarray:
     rows (clipped to the image) hold the same pixels, the other rows may hold anything.
 
     A JPEG (YCbCr / RGB / greyscale) is then decoded down to row y1 only, and only the band is
-    converted to pixels (`csrc/jpeg_band.c`, about 20% less decode time per training crop). Other
+    converted to pixels (`csrc/jpeg_band.c`; speed: benchmarks/data_pipeline.py). Other
     files, JPEGs the extension rejects, and installs without it get the whole image decoded."""
     data = _read_bytes(path)
     if _jpeg_band is not None and data[:2] == b"\xff\xd8":
@@ -144,8 +144,9 @@ class TopDownDataset(Dataset):
     use_udp: size-1 based (UDP) affine; None = the codec's `udp` attribute (False if it has none).
     use_joint_weights: multiply `target_weight` by `meta.joint_weights`.
     normalize: True: `image` is the ImageNet-normalised float32 crop. False: the uint8 RGB crop
-        [3, H, W], a quarter of the bytes for DataLoader workers to hand over (about 20% more
-        samples/s through a worker, benchmarks/data_pipeline.py); `transforms.normalize_images`
+        [3, H, W], a quarter of the bytes for DataLoader workers to hand over (15-25% more
+        samples/s through one worker: the DataLoader lines of benchmarks/data_pipeline.py);
+        `transforms.normalize_images`
         finishes it on the device (the engine does, in `to_device` and `predict`).
     reduced_decode: decode JPEGs at reduced resolution when the crop downsamples enough;
         None = on for training, off for evaluation (evaluation then matches the official pipeline

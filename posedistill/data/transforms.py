@@ -178,9 +178,14 @@ def warp_crop(image: np.ndarray, affine: np.ndarray, output_size: tuple[int, int
                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
-# (x / 255 - mean) / std == x * alpha + beta
-_ALPHA = [1.0 / (255.0 * s) for s in IMAGENET_STD]
-_BETA = [-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]
+def _normalize_coeffs(mean, std) -> tuple[list[float], list[float]]:
+    """Per-channel (alpha, beta) with (x / 255 - mean) / std == x * alpha + beta; shared by
+    `normalize_image` (in the dataset) and `normalize_images` (on the device), which so give the
+    same float32 values."""
+    return [1.0 / (255.0 * float(s)) for s in std], [-float(m) / float(s) for m, s in zip(mean, std)]
+
+
+_IMAGENET_COEFFS = _normalize_coeffs(IMAGENET_MEAN, IMAGENET_STD)
 
 
 def normalize_image(image: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD, *, bgr: bool = False
@@ -191,12 +196,8 @@ def normalize_image(image: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD, *, 
     channel is ignored) and, with `bgr=True`, BGR / BGRX input, so the caller never converts colours."""
     if image.ndim != 3 or image.shape[2] not in (3, 4):
         raise ValueError(f"normalize_image: expected an HxWx3 RGB (or HxWx4 RGBX) image, got shape {image.shape}")
-    if mean is IMAGENET_MEAN and std is IMAGENET_STD:
-        alpha, beta = _ALPHA, _BETA
-    else:
-        inv = 1.0 / (np.asarray(std, dtype=np.float64) * 255.0)
-        alpha = [float(a) for a in inv]
-        beta = [float(-255.0 * m * a) for m, a in zip(np.asarray(mean, dtype=np.float64), inv)]
+    default = mean is IMAGENET_MEAN and std is IMAGENET_STD
+    alpha, beta = _IMAGENET_COEFFS if default else _normalize_coeffs(mean, std)
     # Contiguous colour planes (OpenCV copies a strided / reversed view itself), then one fused
     # x * alpha + beta pass per plane straight into the channels-first float32 buffer:
     # about half the time of numpy subtract + multiply on strided channel views.
@@ -228,9 +229,12 @@ def normalize_images(images: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     kind of dataset produced the batch."""
     if images.dtype != torch.uint8:
         return images
-    alpha = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32, device=images.device)
-    beta = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32, device=images.device)
-    return torch.addcmul(beta.view(3, 1, 1), images.float(), alpha.view(3, 1, 1))
+    if images.dim() < 3 or images.shape[-3] != 3:
+        raise ValueError(f"normalize_images: expected uint8 RGB images [..., 3, H, W], got shape {tuple(images.shape)}")
+    alpha, beta = _normalize_coeffs(mean, std)
+    alpha = torch.tensor(alpha, dtype=torch.float32, device=images.device).view(3, 1, 1)
+    beta = torch.tensor(beta, dtype=torch.float32, device=images.device).view(3, 1, 1)
+    return torch.addcmul(beta, images.float(), alpha)
 
 
 # --------------------------------------------------------------------------------------------------
