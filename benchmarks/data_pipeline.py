@@ -12,7 +12,7 @@ measurement runs both through a torch DataLoader with one worker process on a se
 of 32, shuffled), as training does: that adds collation and the hand-over of every batch to the main
 process, the same work for both pipelines, so its ratio is lower; and once more with the uint8
 images the engine's loaders carry (`TopDownDataset(normalize=False)`, a quarter of the
-image bytes), normalised per batch in the main process as `engine.train.to_device` does.
+image bytes), normalised per batch in the main process as `engine.loop.to_device` does.
 
 Baseline ("HRNet-style"): what the official HRNet / SimpleBaseline `JointsDataset` does per
 sample, written here from its description: cv2.imread of the full image, BGR->RGB of the full image,

@@ -13,6 +13,7 @@ timed in interleaved rounds and the median per-step time is reported.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -26,12 +27,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from posedistill.distill.cache import TeacherOutputCache  # noqa: E402
-from posedistill.distill.config import DistillConfig  # noqa: E402
-from posedistill.distill.task import DistillationTask, auto_gt_weight, build_terms  # noqa: E402
-from posedistill.distill.teacher import FrozenTeacher, build_teacher_model  # noqa: E402
-from posedistill.engine.train import SupervisedTask  # noqa: E402
+from posedistill.distill.config import DistillConfig, auto_gt_weight  # noqa: E402
+from posedistill.distill.teacher import FrozenTeacher  # noqa: E402
+from posedistill.distill.terms import TermContext, build_terms  # noqa: E402
+from posedistill.engine.build import build_optimizer  # noqa: E402
+from posedistill.engine.config import OptimConfig  # noqa: E402
+from posedistill.engine.loop import Optimization  # noqa: E402
 from posedistill.keypoints import COCO  # noqa: E402
+from posedistill.losses.heatmap import JointsMSELoss  # noqa: E402
 from posedistill.models import create_model  # noqa: E402
+from posedistill.tasks import DistillationTask, SupervisedTask, Task  # noqa: E402
 
 
 def _aug_affine(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
@@ -59,8 +64,6 @@ def make_batches(n: int, batch: int, input_size, heatmap_size, k: int, cache_len
 
 def write_cache(directory: Path, n: int, k: int, heatmap_size, input_size) -> TeacherOutputCache:
     """A cache of the right shape filled with random float16 (reading it costs what real outputs cost)."""
-    import json
-
     directory.mkdir(parents=True, exist_ok=True)
     shape = (n, k, heatmap_size[1], heatmap_size[0])
     mm = np.memmap(directory / "heatmaps.f16", dtype=np.float16, mode="w+", shape=shape)
@@ -72,6 +75,14 @@ def write_cache(directory: Path, n: int, k: int, heatmap_size, input_size) -> Te
         "version": 1, "head_type": "heatmap", "num_instances": n, "input_size": list(input_size), "udp": False,
         "split_ratio": 0.0, "flip_index": COCO.flip_index.tolist(), "arrays": {"heatmaps": list(shape)}}))
     return TeacherOutputCache(directory)
+
+
+def optimization(task: Task) -> Optimization:
+    """The training loop's optimiser step for `task` (Adam 1e-4 per group, constant LR, no scaler)."""
+    groups = task.optim_groups()
+    opts = [build_optimizer(g, OptimConfig(lr=1e-4)) for g in groups]
+    return Optimization(groups, opts, [torch.optim.lr_scheduler.LambdaLR(o, lambda i: 1.0) for o in opts],
+                        torch.amp.GradScaler("cuda", enabled=False))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,9 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     student = create_model(args.student, num_joints=k).to(device)
     stride = student.output_stride
     hm = (w // stride, h // stride)
-    teacher = FrozenTeacher(build_teacher_model(args.teacher, k), amp="bf16").to(device)
-    from posedistill.losses.heatmap import JointsMSELoss
-
+    teacher = FrozenTeacher(create_model(args.teacher, num_joints=k), amp="bf16").to(device)
     sup = JointsMSELoss(use_target_weight=True)
     cfg = DistillConfig(terms={t: {"logit": 0.5, "mapd": 1.0, "adversarial": 0.3}[t] for t in args.terms})
     batches = make_batches(args.iters, args.batch, (w, h), hm, k, args.cache_len)
@@ -108,25 +117,23 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         cache = write_cache(Path(tmp) / "cache", args.cache_len, k, hm, (w, h))
+        ctx = TermContext(student, teacher, COCO, (w, h), device)
         tasks = {
-            "plain": SupervisedTask(student, sup),
-            "online": DistillationTask(student, teacher, sup, terms=build_terms(cfg, student, teacher, COCO, (w, h), device),
+            "plain": SupervisedTask(student, sup, ("heatmaps",)),
+            "online": DistillationTask(student, teacher, sup, ("heatmaps",), terms=build_terms(cfg, ctx),
                                        weights=dict(cfg.terms), gt_weight=auto_gt_weight(cfg)),
-            "cached": DistillationTask(student, None, sup, terms=build_terms(cfg, student, teacher, COCO, (w, h), device),
+            "cached": DistillationTask(student, None, sup, ("heatmaps",), terms=build_terms(cfg, ctx),
                                        weights=dict(cfg.terms), gt_weight=auto_gt_weight(cfg), cache=cache),
         }
-        opts = {name: torch.optim.Adam(list(t.optim_parameters()), lr=1e-4) for name, t in tasks.items()}
+        optims = {name: optimization(t.to(device)) for name, t in tasks.items()}
 
         def step(name: str, batch: dict) -> None:
             task = tasks[name].to(device)
             batch = {kk: v.to(device, non_blocking=True) for kk, v in batch.items()}
             with torch.autocast(device_type=device.type, dtype=amp, enabled=amp is not None):
                 loss = task(batch)["loss"]
-            opts[name].zero_grad(set_to_none=True)
-            loss.backward()
-            opts[name].step()
-            if hasattr(task, "aux_step"):
-                task.aux_step()
+            optims[name].step(loss)
+            task.after_step()
 
         def sync():
             if device.type == "cuda":

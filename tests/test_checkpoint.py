@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from posedistill.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from posedistill.engine.checkpoint import read_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 
 def test_roundtrip_weights_only(tmp_path):
     state = {"model": {"w": torch.randn(3, 4)}, "epoch": 3, "iteration": 12, "history": [{"epoch": 1, "loss": 0.5}],
              "rng": [rng_state()], "best_metric": float("-inf")}
     path = save_checkpoint(state, tmp_path / "sub" / "last.pth")
-    back = load_checkpoint(path)
+    back = read_checkpoint(path)
     assert torch.equal(back["model"]["w"], state["model"]["w"])
     assert back["epoch"] == 3 and back["history"] == state["history"]
     assert not [p for p in path.parent.iterdir() if p.name != "last.pth"]  # no temp file left behind
@@ -38,7 +38,7 @@ def test_rng_state_survives_weights_only_file(tmp_path):
     np.random.randn()  # leave a cached Gaussian in NumPy's state
     save_checkpoint({"rng": rng_state()}, tmp_path / "r.pth")
     expected = (random.random(), np.random.randn(), torch.randn(1))
-    set_rng_state(load_checkpoint(tmp_path / "r.pth")["rng"])
+    set_rng_state(read_checkpoint(tmp_path / "r.pth")["rng"])
     got = (random.random(), np.random.randn(), torch.randn(1))
     assert expected[0] == got[0] and expected[1] == got[1] and torch.equal(expected[2], got[2])
 
@@ -48,9 +48,9 @@ def test_truncated_checkpoint_error_names_file(tmp_path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(RuntimeError, match=r"c\.pth.*truncated or corrupt"):
-        load_checkpoint(path)
+        read_checkpoint(path)
     with pytest.raises(FileNotFoundError, match="missing.pth"):
-        load_checkpoint(tmp_path / "missing.pth")
+        read_checkpoint(tmp_path / "missing.pth")
 
 
 WRITER = textwrap.dedent("""
@@ -80,6 +80,6 @@ def test_sigkill_while_saving_leaves_previous_checkpoint_loadable(tmp_path):
     finally:
         proc.wait(timeout=10)
     assert proc.returncode == -signal.SIGKILL
-    state = load_checkpoint(path)
+    state = read_checkpoint(path)
     assert state["step"] >= 2
     assert torch.all(state["w"] == float(state["step"]))  # a complete, consistent save

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from posedistill.engine.checkpoint import load_checkpoint
+from posedistill.engine.checkpoint import read_checkpoint
 
 
 @pytest.mark.slow
 def test_torchrun_two_processes_gloo(tmp_path):
-    from posedistill.engine.demo import generate_data
+    from posedistill.commands.demo import generate_data
 
     synth = generate_data(tmp_path, n_train=6, n_val=3, seed=0)
     (train_ann, train_img), (val_ann, val_img) = synth["train"], synth["val"]
@@ -34,7 +34,7 @@ def test_torchrun_two_processes_gloo(tmp_path):
     log = json.loads((out / "log.json").read_text())
     assert [r["epoch"] for r in log] == [1, 2]
     assert all(0.0 <= r["val_AP"] <= 1.0 for r in log)
-    state = load_checkpoint(out / "last.pth")
+    state = read_checkpoint(out / "last.pth")
     assert state["epoch"] == 2 and len(state["rng"]) == 2   # one RNG state per rank
     # predictions of both ranks' shards were gathered and scored: every val person counted once
     from posedistill.data.coco import load_coco_instances
@@ -46,10 +46,10 @@ def test_torchrun_two_processes_gloo(tmp_path):
 @pytest.mark.slow
 def test_torchrun_distillation_two_processes_gloo(tmp_path):
     """Distillation under DDP: the student, the aligned term's 1x1 adapter and the adversarial
-    discriminator (stepped in aux_step) train on two gloo ranks; rank 0 logs and saves."""
+    discriminator (its own optimiser group) train on two gloo ranks; rank 0 logs and saves."""
     import torch
 
-    from posedistill.engine.demo import generate_data
+    from posedistill.commands.demo import generate_data
     from posedistill.models import create_model
 
     synth = generate_data(tmp_path, n_train=6, n_val=3, seed=0)
@@ -74,5 +74,5 @@ def test_torchrun_distillation_two_processes_gloo(tmp_path):
     assert all(math.isfinite(r["train_loss"]) for r in log)
     assert {"train_logit", "train_aligned", "train_adversarial"} <= set(log[-1])
     assert 0.0 <= log[-1]["val_AP"] <= 1.0
-    state = load_checkpoint(out / "last.pth")
+    state = read_checkpoint(out / "last.pth")
     assert state["epoch"] == 2 and len(state["rng"]) == 2

@@ -168,11 +168,13 @@ def test_simcc_soft_argmax():
 
 
 def test_linear_decay_eq4():
-    T = 4
-    # gamma(t) = 1 - (t-1)/T for t = 1..T; the loop's epoch is t - 1
-    assert [linear_decay(t - 1, T) for t in range(1, T + 1)] == [1 - (t - 1) / T for t in range(1, T + 1)]
+    """Seed 002 eq. 4, gamma(t) = 1 - (t-1)/T, worked by hand for T = 10 at t = 1, T/2 and T (the
+    loop's 0-based epoch is t - 1): 1, 1 - 4/10 = 0.6, 1 - 9/10 = 0.1."""
+    assert linear_decay(0, 10) == 1.0
+    assert linear_decay(4, 10) == pytest.approx(0.6)
+    assert linear_decay(9, 10) == pytest.approx(0.1)
     with pytest.raises(ValueError):
-        linear_decay(4, 4)
+        linear_decay(10, 10)
 
 
 def test_simcc_soft_has_the_supervised_loss_scale():

@@ -4,7 +4,7 @@ import torch
 
 from posedistill.models import create_model
 from posedistill.models.pose_resnet import RESNET_SPECS, ResNetEncoder, load_imagenet_resnet, pose_resnet
-from posedistill.models.weights import load_checkpoint
+from posedistill.models.weights import load_weights
 
 # Counts of the official SimpleBaseline models at 17 joints (deconv 3 x 256, kernel 4, 1x1 final).
 OFFICIAL_PARAMS = {18: 15_376_721, 34: 25_484_881, 50: 33_999_697, 101: 52_991_825, 152: 68_635_473}
@@ -73,7 +73,7 @@ def test_official_layout_round_trip_strict(tmp_path):
     path = tmp_path / "official.pth"
     torch.save({"state_dict": a.state_dict()}, path)
     b = pose_resnet(18, num_joints=4, deconv_channels=32).eval()
-    load_checkpoint(b, path, strict=True)
+    load_weights(b, path, strict=True)
     b.load_state_dict(torch.load(path, weights_only=True)["state_dict"], strict=True)
     x = torch.randn(1, 3, 32, 32)
     assert torch.equal(a(x), b(x))

@@ -73,14 +73,14 @@ def test_simcc_hrnet_w32_parameter_count():
 def test_official_simcc_layout_loads_into_wrapper(tmp_path):
     """Official SimCC files keep the backbone keys top-level next to mlp_head_x / mlp_head_y."""
     from posedistill.models.convert import convert_mmpose_checkpoint
-    from posedistill.models.weights import load_checkpoint
+    from posedistill.models.weights import load_weights
 
     ref = simcc(_tiny_base(), input_size=(32, 32)).eval()
     official = {k[len("base."):] if k.startswith("base.") else k: v for k, v in ref.state_dict().items()}
     assert "mlp_head_x.weight" in official and "final_layer.weight" in official
     torch.save({"state_dict": official}, tmp_path / "simcc.pth")
     model = simcc(_tiny_base(), input_size=(32, 32)).eval()
-    load_checkpoint(model, tmp_path / "simcc.pth", strict=True)
+    load_weights(model, tmp_path / "simcc.pth", strict=True)
     x = torch.randn(1, 3, 32, 32)
     assert all(torch.equal(a, b) for a, b in zip(model(x), ref(x)))
 

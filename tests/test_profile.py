@@ -3,7 +3,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from posedistill.tools.profile import count_gmacs, main, parse_hw, profile_model
+from posedistill.commands.profile import main, parse_hw
+from posedistill.tools.profile import count_gmacs, profile_model
 
 
 def test_conv_transpose_macs_by_hand():

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from posedistill.data import synth_render as R
-from posedistill.data.synthetic import FORMAT_POINTS, generate_dataset, generate_video, main, render_image, scene_config
+from posedistill.commands.data import main
+from posedistill.data.synthetic import FORMAT_POINTS, generate_dataset, generate_video, render_image, scene_config
 from posedistill.keypoints import COCO, CROWDPOSE, MPII
 
 SIZE = (200, 150)

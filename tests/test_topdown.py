@@ -256,7 +256,7 @@ def test_samples_without_simplejpeg_match(data_dir, monkeypatch):
 
 def test_uint8_samples_normalised_by_to_device_match(data_dir):
     """normalize=False (training loaders) + the engine's to_device == the normalised sample."""
-    from posedistill.engine.train import to_device
+    from posedistill.engine.loop import to_device
     inst = _coco(data_dir)[:3]
     kw = dict(meta=COCO, codec=TinyCodec((192, 256)), input_size=(192, 256), train=True)
     plain, raw = TopDownDataset(inst, **kw), TopDownDataset(inst, normalize=False, **kw)

@@ -4,8 +4,9 @@ import json
 import pytest
 import torch
 
-from posedistill.models.convert import convert_mmpose_checkpoint, main as convert_main
-from posedistill.models.weights import CheckpointMismatchError, WeightRecord, load_checkpoint
+from posedistill.commands.convert import main as convert_main
+from posedistill.models.convert import convert_mmpose_checkpoint
+from posedistill.models.weights import CheckpointMismatchError, WeightRecord, load_weights
 
 
 class _Tiny(torch.nn.Module):
@@ -48,7 +49,7 @@ def test_load_accepts_wrappers_and_prefixes(tmp_path, reference, wrap):
     path = tmp_path / "ckpt.pth"
     torch.save(obj, path)
     model = _small().eval()
-    load_checkpoint(model, path)
+    load_weights(model, path)
     x = torch.randn(1, 3, 32, 32)
     assert torch.equal(model(x), reference(x))
 
@@ -61,7 +62,7 @@ def test_mismatch_names_keys_and_file(tmp_path, reference):
     path = tmp_path / "broken.pth"
     torch.save(sd, path)
     with pytest.raises(CheckpointMismatchError) as info:
-        load_checkpoint(_small(), path)
+        load_weights(_small(), path)
     msg = str(info.value)
     assert "broken.pth" in msg
     assert "missing keys (1): final_layer.bias" in msg
@@ -69,10 +70,10 @@ def test_mismatch_names_keys_and_file(tmp_path, reference):
     assert "final_layer.weight: checkpoint (5, 8, 1, 1) vs model (3, 8, 1, 1)" in msg
     # strict=False tolerates missing / unexpected keys but never a wrong shape
     with pytest.raises(CheckpointMismatchError, match="shape mismatches"):
-        load_checkpoint(_small(), path, strict=False)
+        load_weights(_small(), path, strict=False)
     del sd["final_layer.weight"]
     torch.save(sd, path)
-    left = load_checkpoint(_small(), path, strict=False)
+    left = load_weights(_small(), path, strict=False)
     assert left["missing"] == ["final_layer.bias", "final_layer.weight"]
     assert left["unexpected"] == ["head.extra.weight"]
 
@@ -81,9 +82,9 @@ def test_not_a_state_dict(tmp_path):
     path = tmp_path / "x.pth"
     torch.save({"epoch": 1, "lr": 0.1}, path)
     with pytest.raises(CheckpointMismatchError, match=r"x\.pth: no state dict found.*epoch"):
-        load_checkpoint(_small(), path)
+        load_weights(_small(), path)
     with pytest.raises(FileNotFoundError, match="nope.pth"):
-        load_checkpoint(_small(), tmp_path / "nope.pth")
+        load_weights(_small(), tmp_path / "nope.pth")
 
 
 def test_weight_record_yaml_and_json(tmp_path, reference):
@@ -129,7 +130,7 @@ def test_convert_mmpose_simplebaseline_loads_strict(tmp_path, reference, head_pr
     torch.save(mm, src)
     assert convert_main([str(src), str(dst), "--arch", "simplebaseline"]) == 0
     model2 = _small().eval()
-    load_checkpoint(model2, dst, strict=True)
+    load_weights(model2, dst, strict=True)
     assert torch.equal(model2(x), reference(x))
     assert [p.name for p in dst.parent.iterdir()] == ["official.pth"]  # no temporary file left
 

@@ -66,6 +66,17 @@ def _flip_index(flip_index, num_channels: int) -> Array:
     return idx
 
 
+def check_keypoints(keypoints, visible, who: str) -> tuple[Array, Array]:
+    """(keypoints float64 [K, 2], visible [K]) of an `encode` call, or an error naming `who`."""
+    kps = np.asarray(keypoints, dtype=np.float64)
+    if kps.ndim != 2 or kps.shape[1] < 2:
+        raise ValueError(f"{who}: keypoints must be [K, 2] crop pixels, got shape {kps.shape}")
+    vis = np.asarray(visible).reshape(-1)
+    if vis.shape[0] != kps.shape[0]:
+        raise ValueError(f"{who}: visible has {vis.shape[0]} entries, expected one per keypoint ({kps.shape[0]})")
+    return kps[:, :2], vis
+
+
 class HeatmapCodec:
     """Gaussian heatmaps at any stride; argmax + quarter shift or DARK decoding; UDP; flip-back.
 
@@ -115,14 +126,7 @@ class HeatmapCodec:
     def encode(self, keypoints: Array, visible: Array) -> dict[str, Array]:
         """keypoints [K, 2] in crop pixels, visible [K] (bool or >0 = labelled) ->
         {"heatmaps": float32 [K, h, w], "target_weight": float32 [K]}."""
-        kps = np.asarray(keypoints, dtype=np.float64)
-        if kps.ndim != 2 or kps.shape[1] < 2:
-            raise ValueError(f"HeatmapCodec.encode: keypoints must be [K, 2] crop pixels, got shape {kps.shape}")
-        kps = kps[:, :2]
-        vis = np.asarray(visible).reshape(-1)
-        if vis.shape[0] != kps.shape[0]:
-            raise ValueError(f"HeatmapCodec.encode: visible has {vis.shape[0]} entries, expected one per "
-                             f"keypoint ({kps.shape[0]})")
+        kps, vis = check_keypoints(keypoints, visible, "HeatmapCodec.encode")
         k = kps.shape[0]
         w, h = self.heatmap_size
         mu = kps / self.stride                                   # [K, 2] heatmap pixels

@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from posedistill.codecs.heatmap import _flip_index
+from posedistill.codecs.heatmap import _flip_index, check_keypoints
 
 __all__ = ["SimCCCodec"]
 
@@ -82,14 +82,7 @@ class SimCCCodec:
     def encode(self, keypoints: Array, visible: Array) -> dict[str, Array]:
         """keypoints [K, 2] crop pixels, visible [K] -> {"simcc_x": float32 [K, W*k],
         "simcc_y": float32 [K, H*k], "target_weight": float32 [K]}."""
-        kps = np.asarray(keypoints, dtype=np.float64)
-        if kps.ndim != 2 or kps.shape[1] < 2:
-            raise ValueError(f"SimCCCodec.encode: keypoints must be [K, 2] crop pixels, got shape {kps.shape}")
-        kps = kps[:, :2]
-        vis = np.asarray(visible).reshape(-1)
-        if vis.shape[0] != kps.shape[0]:
-            raise ValueError(f"SimCCCodec.encode: visible has {vis.shape[0]} entries, expected one per "
-                             f"keypoint ({kps.shape[0]})")
+        kps, vis = check_keypoints(keypoints, visible, "SimCCCodec.encode")
         mu = kps * self.split_ratio                                      # [K, 2] in bins
         finite = np.isfinite(mu).all(axis=1)
         mu = np.where(finite[:, None], mu, 0.0)

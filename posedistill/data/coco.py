@@ -65,7 +65,8 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _read_json(path: str | os.PathLike, what: str):
+def read_json(path: str | os.PathLike, what: str = "annotation"):
+    """A JSON file's content; a missing file or invalid JSON is an error naming the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} file not found: {path}")
@@ -106,7 +107,7 @@ class CocoKeypoints:
         self.strict = strict
         self.skipped: list[tuple[int, str]] = []
         self._coco = None
-        data = _read_json(ann_file, "annotation")
+        data = read_json(ann_file, "annotation")
         if not isinstance(data, dict):
             raise AnnotationError(f"{self.path}: expected a JSON object with images / annotations / categories, "
                                   f"got {type(data).__name__}")
@@ -228,7 +229,7 @@ class CocoKeypoints:
         A detection on an image that is not in the annotation file is skipped and counted in
         `.skipped` (detection files often cover a larger image set); a detection with a missing or
         malformed field raises (or is skipped with strict=False)."""
-        dets = _read_json(det_file, "detection")
+        dets = read_json(det_file, "detection")
         if not isinstance(dets, list):
             raise AnnotationError(f"{det_file}: expected a JSON list of detections "
                                   f"[{{image_id, category_id, bbox, score}}], got {type(dets).__name__}")

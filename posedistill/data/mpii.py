@@ -26,14 +26,13 @@ PCKh head size (`head_size`), first available source wins, reported as `source`:
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
 
 import numpy as np
 
-from posedistill.data.coco import AnnotationError, PersonInstance
+from posedistill.data.coco import AnnotationError, PersonInstance, read_json
 from posedistill.keypoints import MPII, KeypointMeta
 
 SC_BIAS = 0.6           # head size = SC_BIAS x head-box diagonal (MPII evaluation)
@@ -96,13 +95,7 @@ def load_mpii(ann_file: str | os.PathLike, image_dir: str | os.PathLike, meta: K
     """(instances, head-size source "mat" | "json" | "approx") of an HRNet MPII JSON file."""
     meta = meta or MPII
     path = str(ann_file)
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            entries = json.load(f)
-    except json.JSONDecodeError as e:
-        raise AnnotationError(f"{path}: not valid JSON ({e})") from None
+    entries = read_json(path)
     if not isinstance(entries, list):
         raise AnnotationError(f"{path}: expected a JSON list of MPII entries, got {type(entries).__name__}")
     k = meta.num_joints

@@ -21,7 +21,6 @@ quarter of that budget by dropping whole people, the rest as single joints chose
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from dataclasses import dataclass, replace
@@ -33,6 +32,7 @@ import numpy as np
 
 from posedistill.data import synth_render as R
 from posedistill.keypoints import COCO, CROWDPOSE, MPII, KeypointMeta
+from posedistill.vis import draw_poses, save_grid
 
 FORMATS: dict[str, KeypointMeta] = {"coco": COCO, "crowdpose": CROWDPOSE, "mpii": MPII}
 # Scene points (synth_render indices) that make each format's joints, in its annotation order.
@@ -255,17 +255,9 @@ def _categories(meta: KeypointMeta) -> list[dict]:
              "skeleton": [[a + 1, b + 1] for a, b in meta.skeleton]}]
 
 
-def generate_dataset(out_dir: str | Path, num_images: int, seed: int = 0, fmt: str = "coco",
-                     size: tuple[int, int] = (640, 480), difficulty: str = "medium",
-                     missing_label_rate: float = 0.0, split: str = "train",
-                     scene: R.SceneConfig | None = None, detector: DetectorNoise | None = None,
-                     segmentation: bool = True, return_masks: bool = False, jpeg_quality: int = 92,
-                     preview: str | Path | None = None, progress: bool = False) -> SynthResult:
-    """Write `num_images` synthetic images and their annotations under `out_dir` (layout in the
-    module doc). `size` is (width, height). `scene` / `detector` override the difficulty presets.
-    Files of the same names are overwritten; other files already in `out_dir` are left alone (the
-    annotation file lists only the images written now). `return_masks` keeps every annotated
-    person's visible-pixel mask and full-truth record in memory (for tests; memory grows with N)."""
+def _check_arguments(fmt: str, num_images: int, size: tuple[int, int], missing_label_rate: float,
+                     split: str) -> tuple[int, int]:
+    """Validate `generate_dataset`'s arguments; returns the image (width, height) as ints."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
     if num_images < 1:
@@ -277,15 +269,18 @@ def generate_dataset(out_dir: str | Path, num_images: int, seed: int = 0, fmt: s
         raise ValueError(f"missing_label_rate must be in [0, 1], got {missing_label_rate}")
     if not split or any(c in split for c in "/\\ "):
         raise ValueError(f"split name must be non-empty without '/', '\\\\' or spaces, got {split!r}")
-    cfg = scene if scene is not None else scene_config(difficulty)
-    noise = detector if detector is not None else DETECTOR.get(difficulty, DetectorNoise())
-    out = Path(out_dir)
-    image_dir, ann_dir = out / "images", out / "annotations"
-    image_dir.mkdir(parents=True, exist_ok=True)
-    ann_dir.mkdir(parents=True, exist_ok=True)
-    tiles = texture_bank(seed)
+    return w, h
 
-    images, records, dets, masks = [], [], [], {} if return_masks else None
+
+def _render_and_record(image_dir: Path, num_images: int, seed: int, fmt: str, size: tuple[int, int],
+                       cfg: R.SceneConfig, tiles: list[np.ndarray], noise: DetectorNoise, segmentation: bool,
+                       jpeg_quality: int, masks: dict[int, np.ndarray] | None,
+                       progress: bool) -> tuple[list[dict], list[dict], list[dict]]:
+    """Render and write every image; returns (COCO image entries, full-truth person records of every
+    person with visible pixels, simulated detections (none for mpii)). Fills `masks` (annotation
+    id -> visible mask) when it is not None."""
+    w, h = size
+    images, records, dets = [], [], []
     iterator = range(num_images)
     if progress:
         from tqdm import tqdm
@@ -312,7 +307,56 @@ def generate_dataset(out_dir: str | Path, num_images: int, seed: int = 0, fmt: s
         records.extend(recs)
         if fmt != "mpii":
             dets.extend(simulate_detections(np.random.default_rng([seed, 3, i]), recs, image_id, (w, h), noise))
+    return images, records, dets
 
+
+def _write_annotation_file(path: Path, fmt: str, images: list[dict], records: list[dict],
+                           kps_list: list[np.ndarray], keep_flags: list[bool], full: list[np.ndarray],
+                           seed: int, difficulty: str, missing_label_rate: float) -> None:
+    """One annotation file: the people of `records` whose keep flag is set, with keypoints `kps_list`
+    (released or full truth). `full` is the full truth, which the CrowdPose crowd index is computed on."""
+    if fmt == "mpii":
+        files = {im["id"]: im["file_name"] for im in images}
+        _dump([_mpii_entry(r, k, files[r["image_id"]])
+               for r, k, f in zip(records, kps_list, keep_flags) if f], path)
+        return
+    anns = [_coco_annotation(r, k, fmt) for r, k, f in zip(records, kps_list, keep_flags) if f]
+    imgs = [dict(im) for im in images]
+    if fmt == "crowdpose":
+        by_image: dict[int, list[int]] = {}
+        for k, r in enumerate(records):
+            by_image.setdefault(r["image_id"], []).append(k)
+        for im in imgs:   # crowd index is a property of the scene: computed on the full truth
+            ks = by_image.get(im["id"], [])
+            im["crowdIndex"] = _r2(crowd_index([full[k] for k in ks], [records[k]["bbox"] for k in ks]))
+    _dump({"info": {"description": f"posedistill synthetic {fmt} data", "seed": seed, "difficulty": difficulty,
+                    "missing_label_rate": missing_label_rate, "version": "1"},
+           "licenses": [], "images": imgs, "annotations": anns, "categories": _categories(FORMATS[fmt])}, path)
+
+
+def generate_dataset(out_dir: str | Path, num_images: int, seed: int = 0, fmt: str = "coco",
+                     size: tuple[int, int] = (640, 480), difficulty: str = "medium",
+                     missing_label_rate: float = 0.0, split: str = "train",
+                     scene: R.SceneConfig | None = None, detector: DetectorNoise | None = None,
+                     segmentation: bool = True, return_masks: bool = False, jpeg_quality: int = 92,
+                     preview: str | Path | None = None, progress: bool = False) -> SynthResult:
+    """Write `num_images` synthetic images and their annotations under `out_dir` (layout in the
+    module doc). `size` is (width, height). `scene` / `detector` override the difficulty presets.
+    Files of the same names are overwritten; other files already in `out_dir` are left alone (the
+    annotation file lists only the images written now). `return_masks` keeps every annotated
+    person's visible-pixel mask and full-truth record in memory (for tests; memory grows with N)."""
+    w, h = _check_arguments(fmt, num_images, size, missing_label_rate, split)
+    cfg = scene if scene is not None else scene_config(difficulty)
+    noise = detector if detector is not None else DETECTOR.get(difficulty, DetectorNoise())
+    out = Path(out_dir)
+    image_dir, ann_dir = out / "images", out / "annotations"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    ann_dir.mkdir(parents=True, exist_ok=True)
+    tiles = texture_bank(seed)
+
+    masks = {} if return_masks else None
+    images, records, dets = _render_and_record(image_dir, num_images, seed, fmt, (w, h), cfg, tiles, noise,
+                                               segmentation, jpeg_quality, masks, progress)
     full = [format_keypoints(r["points"], fmt) for r in records]
     if fmt == "mpii":   # MPII annotates people with at least one labelled joint
         keep_idx = [k for k, kp in enumerate(full) if (kp[:, 2] > 0).any()]
@@ -320,31 +364,13 @@ def generate_dataset(out_dir: str | Path, num_images: int, seed: int = 0, fmt: s
     keep, released = (drop_labels(full, missing_label_rate, np.random.default_rng([seed, 2]))
                       if missing_label_rate > 0 else ([True] * len(full), full))
 
-    def write(kps_list, keep_flags, path):
-        if fmt == "mpii":
-            files = {im["id"]: im["file_name"] for im in images}
-            _dump([_mpii_entry(r, k, files[r["image_id"]])
-                   for r, k, f in zip(records, kps_list, keep_flags) if f], path)
-            return
-        anns = [_coco_annotation(r, k, fmt) for r, k, f in zip(records, kps_list, keep_flags) if f]
-        imgs = [dict(im) for im in images]
-        if fmt == "crowdpose":
-            by_image: dict[int, list[int]] = {}
-            for k, r in enumerate(records):
-                by_image.setdefault(r["image_id"], []).append(k)
-            for im in imgs:   # crowd index is a property of the scene: computed on the full truth
-                ks = by_image.get(im["id"], [])
-                im["crowdIndex"] = _r2(crowd_index([full[k] for k in ks], [records[k]["bbox"] for k in ks]))
-        _dump({"info": {"description": f"posedistill synthetic {fmt} data", "seed": seed, "difficulty": difficulty,
-                        "missing_label_rate": missing_label_rate, "version": "1"},
-               "licenses": [], "images": imgs, "annotations": anns, "categories": _categories(FORMATS[fmt])}, path)
-
     ann_file = ann_dir / (f"mpii_{split}.json" if fmt == "mpii" else f"person_keypoints_{split}.json")
-    write(released, keep, ann_file)
+    _write_annotation_file(ann_file, fmt, images, records, released, keep, full, seed, difficulty, missing_label_rate)
     complete_file = None
     if missing_label_rate > 0:
         complete_file = ann_dir / f"complete_keypoints_{split}.json"
-        write(full, [True] * len(full), complete_file)
+        _write_annotation_file(complete_file, fmt, images, records, full, [True] * len(full), full, seed, difficulty,
+                               missing_label_rate)
     det_file = None
     if fmt != "mpii":
         det_file = ann_dir / f"detections_{split}.json"
@@ -359,8 +385,6 @@ def generate_dataset(out_dir: str | Path, num_images: int, seed: int = 0, fmt: s
 
 def write_preview(result: SynthResult, fmt: str, path: Path, num: int = 6, cols: int = 3) -> Path:
     """Grid of the first `num` images with their (released) annotations drawn."""
-    from posedistill.vis import draw_poses, save_grid
-
     meta = FORMATS[fmt]
     data = json.loads(result.ann_file.read_text())
     tiles = []
@@ -473,68 +497,3 @@ def generate_video(out_path: str | Path, num_frames: int = 60, seed: int = 0, si
            "frames": [[[_r2(v) for v in person.ravel()] for person in f] for f in all_kps]}, kp_file)
     return VideoResult(path=out_path if kind == "mp4" else frame_dir, kind=kind, keypoints=all_kps,
                        keypoints_file=kp_file)
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--size expects WIDTHxHEIGHT such as 640x480, got {text!r}") from None
-    return w, h
-
-
-def _rate(text: str) -> float:
-    v = float(text)
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"--missing-label-rate expects a value in [0, 1], got {text}")
-    return v
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="posedistill data", description="Synthetic multi-person pose data.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("synth", help="write a synthetic dataset (images + annotations + detections)")
-    s.add_argument("--out", required=True, help="output folder (images/ and annotations/ are created)")
-    s.add_argument("--images", type=int, required=True, help="number of images")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--format", choices=sorted(FORMATS), default="coco")
-    s.add_argument("--size", type=_parse_size, default=(640, 480), help="WIDTHxHEIGHT (default 640x480)")
-    s.add_argument("--difficulty", choices=sorted(R.DIFFICULTY), default="medium")
-    s.add_argument("--missing-label-rate", type=_rate, default=0.0,
-                   help="fraction of labelled joints removed from the annotations (images unchanged)")
-    s.add_argument("--split-name", default="train", help="annotation file suffix (default train)")
-    s.add_argument("--preview", default=None, help="also write a PNG grid of the first images with keypoints")
-    s.add_argument("--no-segmentation", action="store_true", help="omit COCO polygons (smaller JSON)")
-    v = sub.add_parser("video", help="write a short clip of moving synthetic people")
-    v.add_argument("--out", required=True, help="output .mp4 path")
-    v.add_argument("--frames", type=int, default=60)
-    v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--size", type=_parse_size, default=(640, 480))
-    v.add_argument("--fps", type=float, default=15.0)
-    v.add_argument("--people", type=int, default=3)
-    args = p.parse_args(argv)
-    try:
-        if args.cmd == "synth":
-            res = generate_dataset(args.out, args.images, args.seed, fmt=args.format, size=args.size,
-                                   difficulty=args.difficulty, missing_label_rate=args.missing_label_rate,
-                                   split=args.split_name, segmentation=not args.no_segmentation,
-                                   preview=args.preview, progress=args.images >= 200)
-            print(f"wrote {res.num_images} images ({res.num_people} people) to {res.image_dir}")
-            print(f"annotations: {res.ann_file}")
-            for label, path in (("detections", res.det_file), ("full truth", res.complete_ann_file),
-                                ("preview", res.preview)):
-                if path is not None:
-                    print(f"{label}: {path}")
-        else:
-            res = generate_video(args.out, args.frames, args.seed, size=args.size, fps=args.fps,
-                                 num_people=args.people)
-            what = "MP4" if res.kind == "mp4" else "JPEG frames (no MP4 writer available)"
-            print(f"wrote {args.frames} frames as {what}: {res.path}\nkeypoints: {res.keypoints_file}")
-    except ValueError as e:
-        print(f"posedistill data {args.cmd}: {e}")
-        return 2
-    return 0

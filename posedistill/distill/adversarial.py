@@ -20,14 +20,15 @@ slope); the least-squares targets 0 and 1 need a linear output. "1" of eq. 5 is 
 the losses average over the score map's positions.
 
 Optimiser (the paper gives none): Adam, lr 1e-4, betas (0.5, 0.999), the usual choice for
-least-squares GANs. The discriminator's parameters are never in the student's optimiser, and they
-receive no gradient from the student's step (`generator_loss` freezes them while it builds the graph).
+least-squares GANs, as a second optimiser group of the training loop. The discriminator's parameters
+are never in the student's group, and they receive no gradient from L_s (scored with detached copies
+of D's parameters); the student receives none from L_ad (scored on detached heatmaps).
 """
 from __future__ import annotations
 
 import torch
-import torch.distributed as torch_dist
 import torch.nn as nn
+from torch.func import functional_call
 
 from posedistill.models.blocks import NonLocalBlock
 
@@ -67,12 +68,16 @@ def generator_loss_from_scores(d_student: torch.Tensor) -> torch.Tensor:
 
 
 class AdversarialStructure(nn.Module):
-    """The discriminator, its own optimiser, and the alternating step.
+    """The discriminator and both least-squares objectives of one step.
 
-    generator_loss(student_heatmaps, teacher_heatmaps) -> L_s (eq. 8), gradient into the student only;
-        it also keeps detached copies of both heatmaps for the next `discriminator_step()`.
-    discriminator_step() -> L_ad (eq. 5) after one optimiser step of D on the kept heatmaps
-        (called by the training loop through `DistillationTask.aux_step()` after the student's step).
+    forward(student_heatmaps, teacher_heatmaps) -> (L_s, L_ad):
+      L_s (eq. 8) scores the student's heatmaps with D's parameters detached, so its gradient reaches
+          the student only; it is the term's value, weighted by gamma in the student's objective;
+      L_ad (eq. 5) scores detached student and teacher heatmaps, so its gradient reaches D only.
+    The training loop backpropagates their sum once and steps D's parameters in their own optimiser
+    group (`optim_settings()`), under the same scaler, clipping and LR schedule as the student.
+    D sees the student's heatmaps, then the student's and the teacher's again, all in training
+    mode: fake and real in separate forward passes, as usual for BN discriminators.
     """
 
     def __init__(self, num_joints: int, channels: int = 64, lr: float = 1e-4, betas: tuple[float, float] = (0.5, 0.999)):
@@ -80,61 +85,16 @@ class AdversarialStructure(nn.Module):
         self.discriminator = StructureDiscriminator(num_joints, channels)
         self.lr = float(lr)
         self.betas = (float(betas[0]), float(betas[1]))
-        self.optimizer: torch.optim.Optimizer | None = None
-        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.last_d_loss: float = float("nan")
 
-    def _ensure_optimizer(self) -> torch.optim.Optimizer:
-        # Built lazily so it holds the parameters after the task has been moved to its device.
-        if self.optimizer is None:
-            self.optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=self.lr, betas=self.betas)
-        return self.optimizer
+    def optim_settings(self) -> dict:
+        """Keyword arguments of the discriminator's own optimiser group (Adam, see the module docstring)."""
+        return {"optimizer": "adam", "lr": self.lr, "betas": self.betas}
 
-    def generator_loss(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if student.shape != teacher.shape:
             raise ValueError(f"adversarial term: student {tuple(student.shape)} and teacher {tuple(teacher.shape)} "
                              f"heatmaps differ in shape")
-        self._pending = (student.detach().float(), teacher.detach().float())
-        flags = [p.requires_grad for p in self.discriminator.parameters()]
-        for p in self.discriminator.parameters():
-            p.requires_grad_(False)
-        try:
-            score = self.discriminator(student)
-        finally:
-            for p, f in zip(self.discriminator.parameters(), flags):
-                p.requires_grad_(f)
-        return generator_loss_from_scores(score)
-
-    def discriminator_step(self) -> torch.Tensor | None:
-        """One least-squares step of D on the heatmaps of the last `generator_loss` call."""
-        if self._pending is None:
-            return None
-        student, teacher = self._pending
-        self._pending = None
-        opt = self._ensure_optimizer()
-        self.discriminator.train()
-        opt.zero_grad(set_to_none=True)
-        # Fake and real in separate forward passes, as usual for BN discriminators.
-        loss = discriminator_loss(self.discriminator(student), self.discriminator(teacher))
-        loss.backward()
-        if torch_dist.is_available() and torch_dist.is_initialized() and torch_dist.get_world_size() > 1:
-            # D is not wrapped in DDP: average its gradients so every rank keeps the same D.
-            world = torch_dist.get_world_size()
-            for p in self.discriminator.parameters():
-                if p.grad is not None:
-                    torch_dist.all_reduce(p.grad)
-                    p.grad.div_(world)
-        opt.step()
-        self.last_d_loss = float(loss.detach())
-        return loss.detach()
-
-    def extra_state_dict(self) -> dict:
-        return {"discriminator": self.discriminator.state_dict(),
-                "optimizer": self._ensure_optimizer().state_dict()}
-
-    def load_extra_state_dict(self, state: dict) -> None:
-        missing = [k for k in ("discriminator", "optimizer") if k not in state]
-        if missing:
-            raise KeyError(f"adversarial state: missing {missing} (expected discriminator, optimizer)")
-        self.discriminator.load_state_dict(state["discriminator"])
-        self._ensure_optimizer().load_state_dict(state["optimizer"])
+        frozen = {name: p.detach() for name, p in self.discriminator.named_parameters()}
+        generator = generator_loss_from_scores(functional_call(self.discriminator, frozen, (student,)))
+        fake, real = student.detach().float(), teacher.detach().float()
+        return generator, discriminator_loss(self.discriminator(fake), self.discriminator(real))

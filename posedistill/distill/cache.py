@@ -19,16 +19,15 @@ The error against running the teacher online on the augmented crop is not zero: 
 interpolates, regions outside the un-augmented crop are unknown (zeros), and a network's output
 is not equivariant to scaling (a teacher trained on fixed-sigma targets answers a zoomed crop with
 the same sigma; the warped cache zooms the blob too). `measure_cache_error` puts numbers on it;
-`python -m posedistill.distill.cache CONFIG` prints them (README).
+`posedistill cache CONFIG` prints them (README).
 
 Cache folders are keyed by a fingerprint of teacher (model, kwargs, checkpoint content) and dataset
 (instances, crop size, UDP), so a changed checkpoint or dataset never reads stale outputs. A cache is
 written to a temporary folder and renamed when complete; with several processes rank 0 builds it and
-the others wait.
+the others wait (`engine/build.py`, `open_teacher_cache`).
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -42,7 +41,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
 
+from posedistill.data.topdown import TopDownDataset
 from posedistill.data.transforms import normalize_images
 
 CACHE_VERSION = 1
@@ -200,8 +202,6 @@ def cache_fingerprint(teacher_cfg, dataset) -> str:
 
 def plain_view(train_set):
     """The training instances as un-augmented crops (a TopDownDataset with train=False)."""
-    from posedistill.data.topdown import TopDownDataset
-
     return TopDownDataset(train_set.instances, train_set.meta, train_set.codec, input_size=train_set.input_size,
                           train=False, use_udp=train_set.use_udp, reduced_decode=train_set.reduced_decode,
                           normalize=train_set.normalize)
@@ -212,9 +212,6 @@ def fill_cache(teacher: nn.Module, plain_set, directory: str | os.PathLike, *, b
                workers: int = 0, device: torch.device | str = "cpu", progress: bool = False,
                extra_meta: dict | None = None) -> TeacherOutputCache:
     """Run `teacher` over every crop of `plain_set` (no augmentation) and write the cache folder."""
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
     directory = Path(directory)
     if plain_set.train:
         raise ValueError("fill_cache needs the un-augmented dataset (train=False); see plain_view()")
@@ -226,7 +223,7 @@ def fill_cache(teacher: nn.Module, plain_set, directory: str | os.PathLike, *, b
     loader = DataLoader(plain_set, batch_size=batch_size, shuffle=False, num_workers=workers)
     n = len(plain_set)
     arrays: dict[str, np.memmap] = {}
-    head_type = getattr(teacher, "head_type", "heatmap")
+    head_type = teacher.head_type
     for batch in tqdm(loader, desc="teacher cache", disable=not progress, dynamic_ncols=True):
         out = teacher(normalize_images(batch["image"].to(device)))
         parts = {"heatmaps": out} if head_type == "heatmap" else {"simcc_x": out[0], "simcc_y": out[1]}
@@ -254,27 +251,22 @@ def fill_cache(teacher: nn.Module, plain_set, directory: str | os.PathLike, *, b
     return TeacherOutputCache(directory)
 
 
-def get_or_build_cache(teacher: nn.Module, teacher_cfg, train_set, cache_dir: str | os.PathLike, *,
-                       batch_size: int = 64, workers: int = 0, device: torch.device | str = "cpu") -> TeacherOutputCache:
-    """Open the cache for (teacher, train_set) under `cache_dir`, building it first if absent.
-    With torch.distributed initialised, rank 0 builds and the other ranks wait for it."""
-    import torch.distributed as torch_dist
+def cache_directory(cache_dir: str | os.PathLike, teacher_cfg, dataset) -> Path:
+    """The folder of (teacher, dataset)'s cache under `cache_dir`; complete when it holds meta.json."""
+    return Path(cache_dir) / f"{teacher_cfg.model}_{cache_fingerprint(teacher_cfg, dataset)}"
 
-    key = cache_fingerprint(teacher_cfg, train_set)
-    directory = Path(cache_dir) / f"{teacher_cfg.model}_{key}"
-    distributed = torch_dist.is_available() and torch_dist.is_initialized()
-    rank = torch_dist.get_rank() if distributed else 0
-    if not (directory / "meta.json").is_file() and rank == 0:
-        print(f"[posedistill] teacher cache: one teacher pass over {len(train_set)} un-augmented crops -> "
-              f"{directory}", flush=True)
-        t0 = time.perf_counter()
-        fill_cache(teacher, plain_view(train_set), directory, batch_size=batch_size, workers=workers,
-                   device=device, progress=sys.stderr.isatty(),
-                   extra_meta={"teacher": teacher_cfg.model, "checkpoint": teacher_cfg.checkpoint})
-        print(f"[posedistill] teacher cache built in {time.perf_counter() - t0:.1f}s", flush=True)
-    if distributed:
-        torch_dist.barrier()
-    return TeacherOutputCache(directory)
+
+def build_cache(teacher: nn.Module, teacher_cfg, train_set, directory: Path, *, batch_size: int = 64,
+                workers: int = 0, device: torch.device | str = "cpu") -> None:
+    """One teacher pass over `train_set`'s un-augmented crops into `directory` (one process builds it;
+    `engine/build.py` makes the others wait)."""
+    print(f"[posedistill] teacher cache: one teacher pass over {len(train_set)} un-augmented crops -> "
+          f"{directory}", flush=True)
+    t0 = time.perf_counter()
+    fill_cache(teacher, plain_view(train_set), directory, batch_size=batch_size, workers=workers,
+               device=device, progress=sys.stderr.isatty(),
+               extra_meta={"teacher": teacher_cfg.model, "checkpoint": teacher_cfg.checkpoint})
+    print(f"[posedistill] teacher cache built in {time.perf_counter() - t0:.1f}s", flush=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -291,8 +283,6 @@ def measure_cache_error(teacher: nn.Module, cache: TeacherOutputCache, train_set
     (cached max / online max, per joint, median); both heads: keypoint distance in input pixels
     between the two decoded poses (mean / median / p90, all joints and labelled joints), and for
     scale the online teacher's own distance to the ground truth on the labelled joints."""
-    from torch.utils.data import DataLoader, Subset
-
     device = torch.device(device)
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -332,52 +322,3 @@ def measure_cache_error(teacher: nn.Module, cache: TeacherOutputCache, train_set
         res.update({"mean_abs_diff": abs_diff / max(count, 1), "rel_mean_abs_diff": abs_diff / max(abs_ref, 1e-12),
                     "peak_ratio_median": float(torch.cat(peaks).median())})
     return res
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m posedistill.distill.cache CONFIG [key=value ...]`: build (or open) the teacher cache of
-    a distillation recipe and print its error against the online teacher on augmented crops."""
-    p = argparse.ArgumentParser(prog="python -m posedistill.distill.cache",
-                                description="Build the teacher-output cache of a recipe and measure cached-and-"
-                                            "warped targets against the teacher run online on augmented crops.")
-    p.add_argument("config")
-    p.add_argument("overrides", nargs="*")
-    p.add_argument("--samples", type=int, default=512, help="augmented training samples compared")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", metavar="FILE", help="also write the numbers as JSON")
-    args = p.parse_intermixed_args(argv)
-    from posedistill.engine import build
-    from posedistill.engine.config import ConfigError, load_config
-    from posedistill.distill.teacher import load_teacher
-    from posedistill.keypoints import get_meta
-
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as e:
-        print(f"posedistill cache: {e}", file=sys.stderr)
-        return 2
-    if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
-    device = torch.device("cuda" if cfg.train.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
-    meta = get_meta(cfg.data.dataset)
-    input_size = tuple(cfg.data.input_size)
-    teacher = load_teacher(cfg.distill.teacher, meta.num_joints, device, amp=cfg.distill.teacher.amp,
-                           input_size=input_size, split_ratio=cfg.codec.simcc_split_ratio)
-    codec = build.build_codec(cfg.codec, input_size, teacher.output_stride, teacher.head_type)
-    train_set = build.build_dataset(cfg.data, codec, meta, train=True)
-    cache = get_or_build_cache(teacher, cfg.distill.teacher, train_set, cfg.distill.cache_dir,
-                               batch_size=cfg.distill.cache_batch_size, workers=cfg.distill.cache_workers,
-                               device=device)
-    res = measure_cache_error(teacher, cache, train_set, codec, samples=args.samples,
-                              batch_size=cfg.distill.cache_batch_size, device=device, seed=args.seed)
-    res["teacher"] = cfg.distill.teacher.model
-    res["config"] = args.config
-    for k, v in res.items():
-        print(f"{k:<32} {v:.4f}" if isinstance(v, float) else f"{k:<32} {v}")
-    if args.out:
-        Path(args.out).write_text(json.dumps(res, indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,8 +1,9 @@
-"""The `distill:` section of a recipe. Owned by the distillation package; the engine's Config embeds it.
+"""The `distill:` section of a recipe. Owned by the distillation package; the engine's Config embeds it
+and checks it once on load (`distill/terms.py`, `resolve_distill_config`).
 
 An empty `teacher.model` means plain supervised training.
 
-Terms (`terms: {name: weight}`), each a module of `posedistill.losses.distill`:
+Terms (`terms: {name: weight}`), each one entry of `distill/terms.py` (TERMS) and a loss module:
 
 | name | paper | weight is |
 |---|---|---|
@@ -21,8 +22,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-TERM_NAMES = ("logit", "pairwise", "adversarial", "mapd", "aligned", "pose")
-FEATURE_TERMS = ("pairwise", "aligned")          # need the teacher's features: online teacher only
 
 
 @dataclass
@@ -37,7 +36,7 @@ class TeacherConfig:
 class DistillConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)   # the frozen teacher
     terms: dict = field(default_factory=dict)           # distillation term name -> weight, e.g. {"logit": 0.5}
-    decay: list[str] = field(default_factory=list)      # terms whose weight x gamma(t) = 1 - (t-1)/T (seed 002 eq. 4); ["all"] = every term
+    decay: list[str] = field(default_factory=list)      # terms whose weight x gamma(t) = 1 - (t-1)/T (seed 002 eq. 4); [all] = every term (expanded on load)
     gt_weight: float = -1.0                             # weight of the supervised ground-truth loss; < 0 = automatic (see module doc)
     logit_alpha: float = 0.5                            # IKD eq. 4 alpha: share of the GT loss in L_ld (1 - alpha: teacher)
     logit_temperature: float = 1.0                      # SimCC logit term: softmax temperature of the KL
@@ -54,3 +53,18 @@ class DistillConfig:
     cache_dir: str = "runs/teacher_cache"               # where cached teacher outputs live (one subfolder per fingerprint)
     cache_batch_size: int = 64                          # batch size of the one teacher pass that fills the cache
     cache_workers: int = 2                              # DataLoader workers of that pass
+
+
+def auto_gt_weight(cfg: DistillConfig) -> float:
+    """gt_weight < 0 -> logit weight x alpha (IKD eq. 4) + mapd weight x (1 - alpha - beta) (MAPD eq. 3),
+    or 1 when neither term is on."""
+    if cfg.gt_weight >= 0:
+        return float(cfg.gt_weight)
+    if "logit" not in cfg.terms and "mapd" not in cfg.terms:
+        return 1.0
+    w = 0.0
+    if "logit" in cfg.terms:
+        w += float(cfg.terms["logit"]) * cfg.logit_alpha
+    if "mapd" in cfg.terms:
+        w += float(cfg.terms["mapd"]) * (1.0 - cfg.mapd_alpha - cfg.mapd_beta)
+    return w

@@ -1,18 +1,39 @@
 """Config -> objects. The only place where a `Config` section becomes explicit constructor arguments.
 
 Each builder reads one section and calls a plain constructor / factory with keyword arguments, so
-everything it builds can also be built by hand without a recipe.
+everything it builds can also be built by hand without a recipe: the network, its codec and
+supervised loss, datasets and loaders, the task (supervised, or distillation with its teacher, terms
+and teacher-output cache), optimisers and LR schedules.
 """
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import inspect
+import random
 
+import numpy as np
 import torch
 import torch.nn as nn
+from torch.utils.data import DataLoader, DistributedSampler
 
-from posedistill.engine.config import CodecConfig, DataConfig, EvalConfig, LossConfig, ModelConfig, OptimConfig
+from posedistill.codecs import HeatmapCodec, SimCCCodec
+from posedistill.data.coco import load_coco_instances
+from posedistill.data.mpii import load_mpii_instances
+from posedistill.data.topdown import TopDownDataset
+from posedistill.distill.cache import TeacherOutputCache, build_cache, cache_directory
+from posedistill.distill.config import DistillConfig, TeacherConfig, auto_gt_weight
+from posedistill.distill.teacher import FrozenTeacher
+from posedistill.distill.terms import TermContext, build_terms
+from posedistill.engine import dist
+from posedistill.engine.config import (CodecConfig, Config, DataConfig, EvalConfig, LossConfig, ModelConfig,
+                                       OptimConfig)
 from posedistill.keypoints import KeypointMeta
-
+from posedistill.losses.heatmap import JointsMSELoss
+from posedistill.losses.simcc import SimCCKLLoss
+from posedistill.models import MODELS, create_model
+from posedistill.models.weights import load_weights
+from posedistill.tasks import DistillationTask, OptimGroup, SupervisedTask, Task
 
 def build_model(cfg: ModelConfig, num_joints: int, input_size: tuple[int, int] | None = None,
                 split_ratio: float | None = None) -> nn.Module:
@@ -20,10 +41,6 @@ def build_model(cfg: ModelConfig, num_joints: int, input_size: tuple[int, int] |
 
     Factories that take `input_size` / `split_ratio` (SimCC heads) get the recipe's
     `data.input_size` / `codec.simcc_split_ratio` unless `model.kwargs` sets them."""
-    import inspect
-
-    from posedistill.models import MODELS, create_model
-
     kwargs = dict(cfg.kwargs)
     kwargs.setdefault("num_joints", num_joints)
     params = inspect.signature(MODELS[cfg.name]).parameters if cfg.name in MODELS else {}
@@ -36,16 +53,12 @@ def build_model(cfg: ModelConfig, num_joints: int, input_size: tuple[int, int] |
     except TypeError as e:
         raise TypeError(f"model {cfg.name!r} rejected model.kwargs {cfg.kwargs}: {e}") from None
     if cfg.checkpoint:
-        from posedistill.models.weights import load_checkpoint as load_weights
-
         load_weights(model, cfg.checkpoint, strict=cfg.strict)
     return model
 
 
 def model_from_config(cfg, num_joints: int, with_init_weights: bool = True) -> nn.Module:
     """`build_model` for a whole Config (passes input size and SimCC split ratio through)."""
-    import dataclasses
-
     mcfg = cfg.model if with_init_weights else dataclasses.replace(cfg.model, checkpoint="")
     return build_model(mcfg, num_joints, tuple(cfg.data.input_size), cfg.codec.simcc_split_ratio)
 
@@ -62,10 +75,10 @@ def heatmap_size_for(input_size: tuple[int, int], output_stride: int) -> tuple[i
 def check_output_shape(model: nn.Module, input_size: tuple[int, int]) -> None:
     """Fail early, with the sizes, when a heatmap model's output does not match input_size / stride
     (e.g. a ResNet-based model needs inputs divisible by 32)."""
-    if getattr(model, "head_type", "heatmap") != "heatmap":
+    if model.head_type != "heatmap":
         return
     w, h = input_size
-    stride = getattr(model, "output_stride", 4)
+    stride = model.output_stride
     was_training = model.training
     model.eval()
     out = model(torch.zeros(1, 3, h, w, device=next(model.parameters()).device))
@@ -83,28 +96,20 @@ def build_codec(cfg: CodecConfig, input_size: tuple[int, int], output_stride: in
         raise ValueError(f"codec.type is {cfg.type!r} but the model's head_type is {head_type!r}; "
                          f"set codec.type={head_type}")
     if cfg.type == "heatmap":
-        from posedistill.codecs.heatmap import HeatmapCodec
-
         return HeatmapCodec(input_size=tuple(input_size), heatmap_size=heatmap_size_for(input_size, output_stride),
                             sigma=cfg.sigma, dark=cfg.dark, udp=cfg.udp)
     if cfg.type == "simcc":
-        from posedistill.codecs.simcc import SimCCCodec
-
         return SimCCCodec(input_size=tuple(input_size), split_ratio=cfg.simcc_split_ratio, sigma=cfg.simcc_sigma)
     raise ValueError(f"codec.type: expected heatmap | simcc, got {cfg.type!r}")
 
 
-def build_loss(cfg: LossConfig, head_type: str) -> nn.Module:
-    """JointsMSELoss for heatmaps, SimCCKLLoss for SimCC."""
-    if head_type == "heatmap":
-        from posedistill.losses.heatmap import JointsMSELoss
-
+def build_loss(cfg: LossConfig, codec) -> nn.Module:
+    """The supervised loss that follows the codec: JointsMSELoss for heatmaps, SimCCKLLoss for SimCC."""
+    if isinstance(codec, HeatmapCodec):
         return JointsMSELoss(use_target_weight=cfg.use_target_weight)
-    if head_type == "simcc":
-        from posedistill.losses.simcc import SimCCKLLoss
-
+    if isinstance(codec, SimCCCodec):
         return SimCCKLLoss(use_target_weight=cfg.use_target_weight)
-    raise ValueError(f"no supervised loss for head_type {head_type!r} (expected heatmap | simcc)")
+    raise ValueError(f"no supervised loss for codec {type(codec).__name__}")
 
 
 def _limit(instances: list, n: int) -> list:
@@ -119,14 +124,10 @@ def load_instances(cfg: DataConfig, meta: KeypointMeta, train: bool, boxes: str 
     images = cfg.train_images if train else cfg.val_images
     boxes = "gt" if train else (boxes if boxes is not None else cfg.val_boxes)
     if cfg.format == "coco":
-        from posedistill.data.coco import load_coco_instances
-
         det = None if boxes == "gt" else boxes
         inst = load_coco_instances(ann, images, meta=meta, detections=det,
                                    det_score_thr=cfg.det_score_thr)
     elif cfg.format == "mpii":
-        from posedistill.data.mpii import load_mpii_instances
-
         inst = load_mpii_instances(ann, images, meta=meta,
                                    head_boxes=(cfg.val_head_boxes or None) if not train else None)
     else:
@@ -137,9 +138,7 @@ def load_instances(cfg: DataConfig, meta: KeypointMeta, train: bool, boxes: str 
 def build_dataset(cfg: DataConfig, codec, meta: KeypointMeta, train: bool, boxes: str | None = None):
     """TopDownDataset over the split's instances, with augmentation only for training. Samples
     carry uint8 images, a quarter of the bytes for loader workers to hand over; the engine
-    normalises them on the device (`train.to_device` for training, `train.predict` for evaluation)."""
-    from posedistill.data.topdown import TopDownDataset
-
+    normalises them on the device (`loop.to_device` for training, `evaluate.predict` for evaluation)."""
     instances = load_instances(cfg, meta, train, boxes)
     return TopDownDataset(instances, meta, codec, input_size=tuple(cfg.input_size), train=train,
                           flip=cfg.flip, scale_factor=cfg.scale_factor, rotation_factor=cfg.rotation_factor,
@@ -148,10 +147,16 @@ def build_dataset(cfg: DataConfig, codec, meta: KeypointMeta, train: bool, boxes
                           normalize=False, cache_mb=0.0 if train else cfg.val_cache_mb)
 
 
-def build_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
-    params = [p for p in params if p.requires_grad]
+def build_optimizer(group: OptimGroup, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """The optimiser of one of the task's parameter groups: the recipe's (optim section), or the group's
+    own Adam (`group.optimizer == "adam"`, its lr and betas)."""
+    params = [p for p in group.params if p.requires_grad]
     if not params:
-        raise ValueError("the task has no trainable parameters")
+        raise ValueError(f"the task's parameter group {group.name!r} has no trainable parameters")
+    if group.optimizer == "adam":
+        return torch.optim.Adam(params, lr=group.lr, betas=group.betas)
+    if group.optimizer:
+        raise ValueError(f"parameter group {group.name!r}: unknown optimizer {group.optimizer!r} (expected adam)")
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
@@ -197,3 +202,91 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, iters_pe
 def eval_kwargs(cfg: EvalConfig) -> dict:
     """Keyword arguments of evaluate_coco from the eval section."""
     return dict(oks_nms_thr=cfg.oks_nms_thr, keypoint_score_thr=cfg.keypoint_score_thr, soft_nms=cfg.soft_nms)
+
+
+# --------------------------------------------------------------------------------------------------
+# loaders
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader worker_init_fn: derive NumPy / random seeds from the worker's torch seed, which
+    the loader draws from its seeded generator, so augmentation is reproducible with workers > 0."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_loader(dataset, batch_size: int, workers: int, *, train: bool, seed: int, info: dist.DistInfo,
+                 drop_last: bool = False) -> tuple[DataLoader, torch.Generator]:
+    """A DataLoader (DistributedSampler shard per rank) and the generator that orders its batches; the
+    loop reseeds the generator every epoch so that a resumed run draws the same batches."""
+    g = torch.Generator()
+    g.manual_seed(seed)
+    sampler = None
+    if info.distributed:
+        sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=train,
+                                     seed=seed, drop_last=False)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=(train and sampler is None), sampler=sampler,
+                        num_workers=workers, pin_memory=info.device.type == "cuda", drop_last=drop_last,
+                        worker_init_fn=seed_worker, generator=g, persistent_workers=False)
+    return loader, g
+
+
+# --------------------------------------------------------------------------------------------------
+# teacher and task
+
+
+def load_teacher(cfg: TeacherConfig, num_joints: int, device: torch.device | str = "cpu", *,
+                 input_size: tuple[int, int] | None = None, split_ratio: float | None = None,
+                 require_checkpoint: bool = True) -> FrozenTeacher:
+    """The `distill.teacher` section -> FrozenTeacher on `device`: the registered model (same factory
+    rules as the student's), its weights strictly loaded. No weights is an error unless
+    `require_checkpoint=False`."""
+    if not cfg.model:
+        raise ValueError("distill.teacher.model is empty: name a registered model for the teacher")
+    if not cfg.checkpoint and require_checkpoint:
+        raise ValueError(f"distill.teacher.checkpoint is empty: a trained {cfg.model} weights file is "
+                         f"needed (our best.pth or an official release)")
+    try:
+        model = build_model(ModelConfig(name=cfg.model, kwargs=dict(cfg.model_kwargs)), num_joints, input_size,
+                            split_ratio)
+    except TypeError as e:
+        raise TypeError(f"distill.teacher.model {cfg.model!r} rejected distill.teacher.model_kwargs "
+                        f"{cfg.model_kwargs}: {e}") from None
+    if cfg.checkpoint:
+        load_weights(model, cfg.checkpoint, strict=True)
+    return FrozenTeacher(model, amp=cfg.amp).to(device)
+
+
+def open_teacher_cache(teacher: FrozenTeacher, cfg: DistillConfig, train_set,
+                       device: torch.device) -> TeacherOutputCache:
+    """The teacher-output cache of (teacher, train_set), built first when absent: by rank 0 alone,
+    the other ranks waiting at a barrier."""
+    directory = cache_directory(cfg.cache_dir, cfg.teacher, train_set)
+    if dist.is_main_process() and not (directory / "meta.json").is_file():
+        build_cache(teacher, cfg.teacher, train_set, directory, batch_size=cfg.cache_batch_size,
+                    workers=cfg.cache_workers, device=device)
+    dist.barrier()
+    return TeacherOutputCache(directory)
+
+
+def build_distillation_task(cfg: DistillConfig, student: nn.Module, loss: nn.Module, codec, meta: KeypointMeta,
+                            train_set, epochs: int, device: torch.device) -> DistillationTask:
+    """Teacher, term modules and (with `distill.cache`) the cache -> DistillationTask."""
+    input_size = tuple(train_set.input_size)
+    split_ratio = getattr(codec, "split_ratio", None)
+    teacher = load_teacher(cfg.teacher, meta.num_joints, device, input_size=input_size, split_ratio=split_ratio)
+    terms = build_terms(cfg, TermContext(student, teacher, meta, input_size, torch.device(device)))
+    cache = open_teacher_cache(teacher, cfg, train_set, device) if cfg.cache else None
+    return DistillationTask(student, teacher if cache is None else None, loss, codec.target_keys, terms=terms,
+                            weights={k: float(v) for k, v in cfg.terms.items()}, gt_weight=auto_gt_weight(cfg),
+                            decay=cfg.decay, epochs=epochs, cache=cache, feature_key=cfg.feature,
+                            split_ratio=split_ratio)
+
+
+def build_task(cfg: Config, model: nn.Module, codec, meta: KeypointMeta, train_set, device: torch.device) -> Task:
+    """SupervisedTask, or DistillationTask when the recipe names a teacher."""
+    loss = build_loss(cfg.loss, codec)
+    if cfg.distill.teacher.model:
+        return build_distillation_task(cfg.distill, model, loss, codec, meta, train_set, cfg.optim.epochs, device)
+    return SupervisedTask(model, loss, codec.target_keys, loss_weight=cfg.loss.loss_weight)

@@ -4,7 +4,7 @@ A checkpoint is a plain dict of tensors and Python primitives, so that
 `torch.load(path, weights_only=True)` reads it back without running arbitrary pickled code:
 
     {"model": state_dict, "optimizer": ..., "scheduler": ..., "scaler": ..., "rng": rng_state(),
-     "epoch": int (epochs completed), "iteration": int (optimiser steps so far), "best_ap": float, ...}
+     "epoch": int (epochs completed), "iteration": int (optimiser steps so far), "best_metric": float, ...}
 
 `save_checkpoint` writes to a temporary file in the destination folder, flushes and fsyncs it, then
 `os.replace`s it over the destination: a process killed at any moment leaves either the previous
@@ -49,7 +49,7 @@ def save_checkpoint(state: dict, path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Read a checkpoint written by `save_checkpoint` (or any weights-only torch file).
 
     A missing, truncated or corrupt file raises an error naming the file."""
@@ -64,19 +64,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict):
         raise RuntimeError(f"checkpoint {path}: expected a dict, got {type(state).__name__}")
     return state
-
-
-def model_state_from_checkpoint(state: dict, path: str | Path = "<checkpoint>") -> dict:
-    """The model weights inside a training checkpoint, or the dict itself when it is a bare state dict.
-
-    Accepts {"model": sd}, {"state_dict": sd} (MMPose / official HRNet releases) and a bare sd."""
-    for key in ("model", "state_dict"):
-        if key in state and isinstance(state[key], dict):
-            return state[key]
-    if state and all(isinstance(v, torch.Tensor) for v in state.values()):
-        return state
-    raise KeyError(f"checkpoint {path}: no model weights found (expected a 'model' or 'state_dict' entry "
-                   f"or a bare state dict; keys: {sorted(state)[:10]})")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from posedistill.distill.config import DistillConfig
+from posedistill.distill.terms import resolve_distill_config
 
 
 @dataclass
@@ -348,7 +349,11 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
             merged = _set_path(merged, parts, checked)
         else:
             merged = _merge(merged, nested)
-    return _build(Config, merged)
+    cfg = _build(Config, merged)
+    try:
+        return dataclasses.replace(cfg, distill=resolve_distill_config(cfg.distill))
+    except ValueError as e:
+        raise ConfigError(f"{path if path is not None else 'defaults'}: {e}") from None
 
 
 def _is_free_form(parts: list[str]) -> bool:

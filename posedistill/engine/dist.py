@@ -1,4 +1,5 @@
-"""Distributed data parallel helpers for runs started by `torchrun`.
+"""Distributed data parallel helpers for runs started by `torchrun`; the only module that imports
+`torch.distributed`.
 
 `torchrun --nproc_per_node N -m posedistill.cli train CONFIG` sets RANK / WORLD_SIZE / LOCAL_RANK;
 `init_distributed()` reads them and joins the process group (NCCL on GPUs, gloo on CPU). Without
@@ -111,16 +112,7 @@ def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str,
     return {k: float(v) for k, v in zip(keys, t.tolist())}
 
 
-class ModelDDP(DistributedDataParallel):
-    """DistributedDataParallel that still answers the wrapped model's attributes
-    (`head_type`, `output_stride`, ...), so tasks can use it like the bare model."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(self.module, name)
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if isinstance(model, DistributedDataParallel) else model
+def wrap_ddp(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The one place trainable modules get wrapped for multi-process training (`Task.prepare_distributed`
+    receives this function): gradients are averaged across ranks during backward."""
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)

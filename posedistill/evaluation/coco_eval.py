@@ -11,7 +11,7 @@ The pipeline is the official top-down one (SimpleBaseline / HRNet `lib/dataset/c
    CrowdPose by xtcocotools `COCOeval(iouType="keypoints_crowd", sigmas, use_area=False)`, which
    adds AP by crowd level (easy / medium / hard = image `crowdIndex` < 0.2 / <= 0.8 / above).
 
-Predictions are a list of per-instance dicts (what `engine.train.predict` returns):
+Predictions are a list of per-instance dicts (what `engine.evaluate.predict` returns):
 
     image_id    int, an image of the annotation file
     keypoints   [K, 3] image pixels (x, y, score of the joint)
@@ -40,6 +40,7 @@ from typing import Sequence
 
 import numpy as np
 
+from posedistill.data.coco import read_json
 from posedistill.keypoints import COCO, CROWDPOSE, KeypointMeta
 
 __all__ = [
@@ -186,13 +187,7 @@ def write_coco_results(results: list[dict], path: str | os.PathLike) -> Path:
 
 def _load_annotations(ann_file) -> dict:
     path = str(ann_file)
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    data = read_json(path)
     if not isinstance(data, dict) or not all(isinstance(data.get(key), list)
                                              for key in ("images", "annotations", "categories")):
         raise ValueError(f"{path}: expected a COCO keypoint file with lists 'images', 'annotations', 'categories'")
@@ -204,13 +199,6 @@ def _person_category(data: dict, path: str) -> tuple[int, int]:
     if not cats:
         raise ValueError(f"{path}: no category with a 'keypoints' list in 'categories'")
     return int(cats[0]["id"]), len(cats[0]["keypoints"])
-
-
-def _summary_lines(ev) -> str:
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        ev.summarize()
-    return buf.getvalue()
 
 
 def evaluate_coco(predictions: list[dict], ann_file: str | os.PathLike, meta: KeypointMeta | None = None,

@@ -20,6 +20,7 @@ import os
 
 import numpy as np
 
+from posedistill.data.mpii import load_mpii, read_head_boxes_mat
 from posedistill.keypoints import MPII
 
 __all__ = ["GROUPS", "pckh", "evaluate_pckh", "format_pckh_table"]
@@ -105,8 +106,6 @@ def evaluate_pckh(predictions: list[dict], ann_file: str | os.PathLike, head_box
     `mpii_gt_val.mat`; then its joints, `jnt_missing` and head boxes are used, as the official
     evaluation (otherwise head sizes come from the JSON, see `data/mpii.py`). Every entry of the
     file must have exactly one prediction."""
-    from posedistill.data.mpii import load_mpii, read_head_boxes_mat
-
     instances, source = load_mpii(ann_file, "", head_boxes=head_boxes)
     n, k = len(instances), MPII.num_joints
     pred = np.full((n, k, 2), np.nan)

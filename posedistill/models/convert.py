@@ -13,13 +13,12 @@ prefixes the names already equal the official ones:
 
 Any other key (an extra head conv, a neck, a second head) is not silently dropped: the conversion
 fails and lists it. An official-layout SimCC file loads into `SimCCHead` (whose wrapped model sits
-under `base.`) through `load_checkpoint`, which adds that prefix when it is what makes the keys
-match. `posedistill convert IN OUT --arch simplebaseline|hrnet|simcc` writes the converted
-state dict atomically (temporary file, then os.replace).
+under `base.`) through `load_weights`, which adds that prefix when it is what makes the keys
+match. `posedistill convert IN OUT --arch simplebaseline|hrnet|simcc` (posedistill/commands/convert.py)
+writes the converted state dict atomically (temporary file, then os.replace).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 from typing import Mapping
@@ -100,22 +99,3 @@ def save_atomic(obj: object, path: str) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="posedistill convert",
-        description="Convert an MMPose top-down checkpoint (0.x or 1.x) to the official SimpleBaseline/HRNet "
-                    "key layout; load the result with posedistill.models.weights.load_checkpoint.")
-    parser.add_argument("input", help="MMPose checkpoint (.pth)")
-    parser.add_argument("output", help="where to write the converted state dict")
-    parser.add_argument("--arch", required=True, choices=ARCHS)
-    args = parser.parse_args(argv)
-    obj = torch.load(args.input, map_location="cpu", weights_only=True)
-    try:
-        converted = convert_mmpose_checkpoint(_unwrap(obj, args.input), args.arch)
-    except ValueError as err:
-        raise SystemExit(f"{args.input}: {err}") from None
-    save_atomic(converted, args.output)
-    print(f"wrote {len(converted)} tensors ({args.arch}, official layout) to {args.output}")
-    return 0

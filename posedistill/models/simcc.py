@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from posedistill.models.hrnet import hrnet_w32, hrnet_w48
+from posedistill.models.pose_resnet import pose_resnet
 from posedistill.models.registry import register_model
 
 
@@ -79,28 +81,20 @@ def simcc(base: nn.Module, input_size: tuple[int, int] = (192, 256), split_ratio
 def simcc_hrnet_w32(num_joints: int = 17, input_size: tuple[int, int] = (192, 256),
                     split_ratio: float = 2.0) -> SimCCHead:
     """SimCC on HRNet-W32 (the seed-002 student; the official SimCC HRNet model)."""
-    try:  # imported here so this file works without hrnet.py
-        from posedistill.models import hrnet
-    except ImportError as err:
-        raise ImportError(f"simcc_hrnet_w32 needs posedistill/models/hrnet.py (hrnet_w32): {err}") from err
-    return SimCCHead(hrnet.hrnet_w32(num_joints=num_joints), input_size, split_ratio)
+    return SimCCHead(hrnet_w32(num_joints=num_joints), input_size, split_ratio)
 
 
 @register_model
 def simcc_hrnet_w48(num_joints: int = 17, input_size: tuple[int, int] = (192, 256),
                     split_ratio: float = 2.0) -> SimCCHead:
     """SimCC on HRNet-W48 (the seed-002 teacher; the official SimCC HRNet-W48 model)."""
-    from posedistill.models import hrnet
-
-    return SimCCHead(hrnet.hrnet_w48(num_joints=num_joints), input_size, split_ratio)
+    return SimCCHead(hrnet_w48(num_joints=num_joints), input_size, split_ratio)
 
 
 @register_model
 def simcc_r18(num_joints: int = 17, input_size: tuple[int, int] = (192, 256),
               split_ratio: float = 2.0) -> SimCCHead:
     """SimCC on SimpleBaseline-R18 (a small, fast student; deconv head kept)."""
-    from posedistill.models.pose_resnet import pose_resnet
-
     return SimCCHead(pose_resnet(18, num_joints), input_size, split_ratio)
 
 
@@ -108,6 +102,4 @@ def simcc_r18(num_joints: int = 17, input_size: tuple[int, int] = (192, 256),
 def simcc_r50(num_joints: int = 17, input_size: tuple[int, int] = (192, 256),
               split_ratio: float = 2.0) -> SimCCHead:
     """SimCC on SimpleBaseline-R50 (deconv head kept: stride-4 maps are flattened)."""
-    from posedistill.models.pose_resnet import pose_resnet
-
     return SimCCHead(pose_resnet(50, num_joints), input_size, split_ratio)

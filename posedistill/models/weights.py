@@ -1,6 +1,6 @@
 """Loading weights from files, with errors that name every key that does not fit.
 
-`load_checkpoint(model, path)` accepts a raw state dict or a dict wrapping one under "state_dict"
+`load_weights(model, path)` accepts a raw state dict or a dict wrapping one under "state_dict"
 or "model" (official HRNet/SimpleBaseline files, MMPose files, our own checkpoints), strips a
 wrapper prefix such as "module." (DataParallel / DDP) or "backbone." only when stripping it is what
 makes the keys match, and otherwise fails with the file name and the missing / unexpected /
@@ -11,6 +11,7 @@ never downloaded): which model it is for, at which input size and joint count, w
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from dataclasses import dataclass, field, fields
@@ -18,6 +19,8 @@ from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
+
+from posedistill.models.registry import MODELS, create_model
 
 # Prefixes that wrappers put in front of every key; tried only when the keys do not match as they are.
 WRAPPER_PREFIXES = ("module.", "model.", "backbone.", "student.", "teacher.")
@@ -104,7 +107,7 @@ def _format_keys(title: str, keys: list[str], limit: int = 40) -> str:
     return f"{title} ({len(keys)}): {shown}{more}"
 
 
-def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = True,
+def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True,
                     map_location: str | torch.device = "cpu") -> dict[str, list[str]]:
     """Load weights from `path` into `model` (torch.load with weights_only=True).
 
@@ -198,12 +201,9 @@ class WeightRecord:
 
     def build(self, strict: bool = True) -> nn.Module:
         """Create the registered model and load the file into it."""
-        import inspect
-
-        from posedistill.models import MODELS, create_model
         kwargs: dict[str, Any] = {"num_joints": self.num_joints}
         if self.model in MODELS and "input_size" in inspect.signature(MODELS[self.model]).parameters:
             kwargs["input_size"] = self.input_size  # SimCC heads depend on the input size
         model = create_model(self.model, **kwargs)
-        load_checkpoint(model, self.file, strict=strict)
+        load_weights(model, self.file, strict=strict)
         return model

@@ -1,7 +1,7 @@
 """`posedistill ablate CONFIG`: the distillation ablation of IKD Tables IV-V / MAPD Table 6.
 
 For every seed it trains the student alone (baseline), the student with each distillation term of
-the recipe alone, and with all of them together (`engine.train.train`, one run per variant and
+the recipe alone, and with all of them together (`engine.loop.train`, one run per variant and
 seed), all against the same teacher checkpoint; then it evaluates the teacher once and writes
 
     OUT/ablation.csv   one row per run (variant, seed, AP, AP50, AR, best AP, time)
@@ -26,6 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from posedistill.distill.config import DistillConfig
+from posedistill.engine import dist
+from posedistill.engine.config import ConfigError, load_config
+from posedistill.engine.evaluate import evaluate_checkpoint
+from posedistill.engine.loop import train
 
 
 def variants_for(terms: dict[str, float], chosen: list[str]) -> list[tuple[str, dict[str, float]]]:
@@ -44,7 +48,7 @@ def variants_for(terms: dict[str, float], chosen: list[str]) -> list[tuple[str, 
 def variant_config(cfg, terms: dict[str, float], seed: int, out_dir: Path):
     """The recipe with only `terms` (none: plain supervised training, no teacher), one seed, one folder."""
     if terms:
-        decay = list(terms) if cfg.distill.decay == ["all"] else [d for d in cfg.distill.decay if d in terms]
+        decay = [d for d in cfg.distill.decay if d in terms]
         distill = dataclasses.replace(cfg.distill, terms=dict(terms), decay=decay)
     else:
         distill = DistillConfig()
@@ -100,11 +104,59 @@ def write_tables(rows: list[dict], teacher: dict | None, out: Path, command: str
     return md
 
 
-def main(argv: list[str] | None = None) -> int:
-    from posedistill.engine import dist
-    from posedistill.engine.config import ConfigError, load_config
-    from posedistill.engine.train import run_eval, train
+def _teacher_checkpoint(cfg, teacher_cfg, out: Path) -> str:
+    """The recipe's distill.teacher.checkpoint, or the teacher trained once into OUT/teacher by
+    --teacher-config (reused when already there). Raises ConfigError when neither is possible."""
+    if cfg.distill.teacher.checkpoint:
+        return cfg.distill.teacher.checkpoint
+    if teacher_cfg is None:
+        raise ConfigError("distill.teacher.checkpoint is empty; give it, or --teacher-config to train the teacher first")
+    if teacher_cfg.model.name != cfg.distill.teacher.model:
+        raise ConfigError(f"--teacher-config trains {teacher_cfg.model.name!r} but distill.teacher.model is "
+                          f"{cfg.distill.teacher.model!r}")
+    tdir = out / "teacher"
+    if (tdir / "best.pth").is_file():
+        return str(tdir / "best.pth")
+    print(f"[ablate] training the teacher ({teacher_cfg.model.name}) once into {tdir}", flush=True)
+    res = train(dataclasses.replace(teacher_cfg, train=dataclasses.replace(teacher_cfg.train, out_dir=str(tdir))))
+    return res["best_checkpoint"] or res["last_checkpoint"]
 
+
+def _run_variant(cfg, name: str, terms: dict[str, float], seed: int, out: Path) -> dict:
+    """One (variant, seed) run, or its result.json when an earlier ablation finished it."""
+    run_dir = out / name / f"seed_{seed}"
+    done = run_dir / "result.json"
+    if done.is_file():
+        row = json.loads(done.read_text())
+        print(f"[ablate] {name} seed {seed}: reusing {done} (AP {row['AP']:.4f})", flush=True)
+        return row
+    print(f"[ablate] {name} seed {seed} -> {run_dir}", flush=True)
+    t0 = time.perf_counter()
+    res = train(variant_config(cfg, terms, seed, run_dir))
+    m = res["last_metrics"]
+    row = {"variant": name, "terms": " ".join(f"{k}={v:g}" for k, v in terms.items()), "seed": seed,
+           "AP": float(m.get("AP", float("nan"))), "AP50": float(m.get("AP50", float("nan"))),
+           "AR": float(m.get("AR", float("nan"))),
+           "best_AP": float(res["best_metric"]) if res["best_metric"] is not None else float("nan"),
+           "time_s": time.perf_counter() - t0}
+    if dist.is_main_process():
+        done.write_text(json.dumps(row, indent=1))
+    return row
+
+
+def _teacher_row(cfg, ckpt: str, out: Path) -> dict:
+    """The teacher's metrics on the same validation split (OUT/teacher_eval.json, reused per checkpoint)."""
+    teacher_file = out / "teacher_eval.json"
+    if teacher_file.is_file() and json.loads(teacher_file.read_text()).get("checkpoint") == str(ckpt):
+        return json.loads(teacher_file.read_text())
+    metrics = evaluate_checkpoint(teacher_eval_config(cfg), str(ckpt), out_dir=str(out / "teacher_eval"))
+    teacher = {"model": cfg.distill.teacher.model, "checkpoint": str(ckpt), **{k: float(v) for k, v in metrics.items()}}
+    if dist.is_main_process():
+        teacher_file.write_text(json.dumps(teacher, indent=1))
+    return teacher
+
+
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="posedistill ablate",
                                 description="Baseline, each distillation term alone and all together, over seeds; "
                                             "writes OUT/ablation.md and OUT/ablation.csv (mean +- std of AP).")
@@ -125,64 +177,19 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"{args.config}: distill.teacher.model and distill.terms must be set for an ablation")
         variants = variants_for(cfg.distill.terms, args.terms or list(cfg.distill.terms))
         teacher_cfg = load_config(args.teacher_config, args.overrides) if args.teacher_config else None
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt = _teacher_checkpoint(cfg, teacher_cfg, out)
     except (ConfigError, ValueError) as e:
         print(f"posedistill ablate: {e}", file=sys.stderr)
         return 2
-    out.mkdir(parents=True, exist_ok=True)
-
-    ckpt = cfg.distill.teacher.checkpoint
-    if not ckpt:
-        if teacher_cfg is None:
-            print("posedistill ablate: distill.teacher.checkpoint is empty; give it, or --teacher-config to train the "
-                  "teacher first", file=sys.stderr)
-            return 2
-        if teacher_cfg.model.name != cfg.distill.teacher.model:
-            print(f"posedistill ablate: --teacher-config trains {teacher_cfg.model.name!r} but distill.teacher.model is "
-                  f"{cfg.distill.teacher.model!r}", file=sys.stderr)
-            return 2
-        tdir = out / "teacher"
-        if not (tdir / "best.pth").is_file():
-            print(f"[ablate] training the teacher ({teacher_cfg.model.name}) once into {tdir}", flush=True)
-            res = train(dataclasses.replace(teacher_cfg, train=dataclasses.replace(teacher_cfg.train, out_dir=str(tdir))))
-            ckpt = res["best_checkpoint"] or res["last_checkpoint"]
-        else:
-            ckpt = str(tdir / "best.pth")
     cfg = dataclasses.replace(cfg, distill=dataclasses.replace(
         cfg.distill, teacher=dataclasses.replace(cfg.distill.teacher, checkpoint=str(ckpt))))
-
     rows: list[dict] = []
     for seed in args.seeds:
         for name, terms in variants:
-            run_dir = out / name / f"seed_{seed}"
-            done = run_dir / "result.json"
-            if done.is_file():
-                row = json.loads(done.read_text())
-                print(f"[ablate] {name} seed {seed}: reusing {done} (AP {row['AP']:.4f})", flush=True)
-            else:
-                print(f"[ablate] {name} seed {seed} -> {run_dir}", flush=True)
-                t0 = time.perf_counter()
-                res = train(variant_config(cfg, terms, seed, run_dir))
-                m = res["last_metrics"]
-                row = {"variant": name, "terms": " ".join(f"{k}={v:g}" for k, v in terms.items()), "seed": seed,
-                       "AP": float(m.get("AP", float("nan"))), "AP50": float(m.get("AP50", float("nan"))),
-                       "AR": float(m.get("AR", float("nan"))),
-                       "best_AP": float(res["best_metric"]) if res["best_metric"] is not None else float("nan"),
-                       "time_s": time.perf_counter() - t0}
-                if dist.is_main_process():
-                    done.write_text(json.dumps(row, indent=1))
-            rows.append(row)
+            rows.append(_run_variant(cfg, name, terms, seed, out))
             write_tables(rows, None, out, command)
-
-    teacher_file = out / "teacher_eval.json"
-    if teacher_file.is_file() and json.loads(teacher_file.read_text()).get("checkpoint") == str(ckpt):
-        teacher = json.loads(teacher_file.read_text())
-    else:
-        metrics = run_eval(teacher_eval_config(cfg), str(ckpt), out_dir=str(out / "teacher_eval"))
-        teacher = {"model": cfg.distill.teacher.model, "checkpoint": str(ckpt),
-                   **{k: float(v) for k, v in metrics.items()}}
-        if dist.is_main_process():
-            teacher_file.write_text(json.dumps(teacher, indent=1))
-    md = write_tables(rows, teacher, out, command)
+    md = write_tables(rows, _teacher_row(cfg, ckpt, out), out, command)
     dist.cleanup()
     if dist.is_main_process():
         print(md)

@@ -3,8 +3,7 @@
 1. generate a small synthetic multi-person train set and a held-out val set (posedistill.data.synthetic);
 2. train a teacher (configs/demo_teacher.yaml);
 3. train a small student alone (configs/demo_student.yaml);
-4. train the same student distilled from the teacher (configs/demo_distill.yaml; needs
-   posedistill.distill.task.build_distillation_task);
+4. train the same student distilled from the teacher (configs/demo_distill.yaml);
 5. evaluate all three with COCO OKS AP on the val set (ground-truth boxes), profile them
    (params, GMACs via torch.utils.flop_counter, CPU images/s), draw their predictions on val images,
    and write OUT/report.md with the table, learning curves and the picture.
@@ -23,14 +22,22 @@ import argparse
 import dataclasses
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
+from posedistill.data.synthetic import generate_dataset
+from posedistill.engine import build
 from posedistill.engine.config import Config, load_config
+from posedistill.engine.dist import DistInfo
+from posedistill.engine.evaluate import predict
+from posedistill.engine.loop import train
+from posedistill.keypoints import get_meta
+from posedistill.tools.profile import profile_model
+from posedistill.vis import draw_poses, save_grid
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -54,8 +61,6 @@ def _find_split(root: Path) -> tuple[str, str]:
 def generate_data(out: Path, n_train: int, n_val: int, seed: int = 0, difficulty: str = "easy"
                   ) -> dict[str, tuple[str, str]]:
     """Synthetic train (seed) and val (seed + 1) sets under OUT/data/{train,val}; kept if already there."""
-    from posedistill.data.synthetic import generate_dataset
-
     splits = {}
     for split, n, s in (("train", n_train, seed), ("val", n_val, seed + 1)):
         root = out / "data" / split
@@ -71,17 +76,7 @@ def _data_overrides(splits: dict[str, tuple[str, str]]) -> list[str]:
             f"data.val_images={val_img}", "data.val_boxes=gt"]
 
 
-def distillation_available() -> bool:
-    try:
-        from posedistill.distill.task import build_distillation_task  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def run_recipe(name: str, overrides: list[str]) -> tuple[Config, dict]:
-    from posedistill.engine.train import train
-
     cfg = load_config(CONFIG_DIR / f"{name}.yaml", overrides)
     t0 = time.perf_counter()
     result = train(cfg)
@@ -90,8 +85,6 @@ def run_recipe(name: str, overrides: list[str]) -> tuple[Config, dict]:
 
 
 def profile(model: torch.nn.Module, input_size: tuple[int, int], fast: bool) -> dict:
-    from posedistill.tools.profile import profile_model
-
     model = model.cpu().eval()
     stats = profile_model(model, input_size=input_size, device="cpu", warmup=1, iters=2 if fast else 10,
                           batches=(8,))
@@ -101,14 +94,6 @@ def profile(model: torch.nn.Module, input_size: tuple[int, int], fast: bool) -> 
 @torch.no_grad()
 def draw_predictions(runs: dict[str, tuple[Config, dict]], out_png: Path, num_images: int = 4) -> None:
     """One row per model, one column per val image: all people's predicted poses drawn."""
-    import cv2
-
-    from posedistill.engine import build
-    from posedistill.engine.train import make_loader, predict
-    from posedistill.engine.dist import DistInfo
-    from posedistill.keypoints import get_meta
-    from posedistill.vis import draw_poses, save_grid
-
     first_cfg = next(iter(runs.values()))[0]
     ann = json.loads(Path(first_cfg.data.val_ann).read_text())
     image_ids = [im["id"] for im in ann["images"]][:num_images]
@@ -121,7 +106,7 @@ def draw_predictions(runs: dict[str, tuple[Config, dict]], out_png: Path, num_im
         val_set = build.build_dataset(dataclasses.replace(cfg.data, max_val_instances=0), codec, meta, train=False)
         keep = [i for i, inst in enumerate(val_set.instances) if inst.image_id in image_ids]
         subset = torch.utils.data.Subset(val_set, keep)
-        loader, _ = make_loader(subset, 16, 0, train=False, seed=0, info=DistInfo())
+        loader, _ = build.build_loader(subset, 16, 0, train=False, seed=0, info=DistInfo())
         preds = predict(model, loader, codec, meta, torch.device("cpu"), flip_test=cfg.eval.flip_test)
         for image_id in image_ids:
             img = cv2.imread(str(Path(cfg.data.val_images) / files[image_id]))
@@ -133,7 +118,7 @@ def draw_predictions(runs: dict[str, tuple[Config, dict]], out_png: Path, num_im
 
 
 def plot_curves(runs: dict[str, tuple[Config, dict]], out_png: Path) -> None:
-    import matplotlib
+    import matplotlib  # imported here so that importing the command does not load matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -170,8 +155,6 @@ def write_report(out: Path, rows: list[dict], runs: dict, info: dict) -> Path:
     lines += ["", f"GMACs / GFLOPs at the demo input size {info['input_size'][0]}x{info['input_size'][1]} (width x height), "
               "batch 1, counted with torch.utils.flop_counter (GFLOPs = 2 x GMACs; papers' \"GFLOPs\" are usually "
               "GMACs). Images/s: batch 8 on this CPU, float32.", ""]
-    if info.get("distill_note"):
-        lines += [info["distill_note"], ""]
     lines += ["## Learning curves", "", "![learning curves](learning_curves.png)", "",
               "## Predictions on held-out images", "", "Rows: " + ", ".join(runs) + ".", "",
               "![predictions](predictions.png)", "",
@@ -181,6 +164,36 @@ def write_report(out: Path, rows: list[dict], runs: dict, info: dict) -> Path:
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def train_all(out: Path, common: list[str]) -> tuple[dict[str, tuple[Config, dict]], list[tuple[str, str]]]:
+    """Teacher, student alone, student distilled from the teacher's best checkpoint, in that order;
+    returns the runs by label and the (label, recipe) plan."""
+    plan = [("teacher", "demo_teacher", [f"train.out_dir={out / 'teacher'}"]),
+            ("student alone", "demo_student", [f"train.out_dir={out / 'student'}"])]
+    runs: dict[str, tuple[Config, dict]] = {}
+    for label, recipe, extra in plan:
+        print(f"[demo] training {label} ({recipe}.yaml)", flush=True)
+        runs[label] = run_recipe(recipe, common + extra)
+    teacher_cfg, teacher_res = runs["teacher"]
+    teacher_ckpt = teacher_res["best_checkpoint"] or teacher_res["last_checkpoint"]
+    extra = [f"train.out_dir={out / 'student_distilled'}", f"distill.teacher.model={teacher_cfg.model.name}",
+             f"distill.teacher.model_kwargs={json.dumps(teacher_cfg.model.kwargs)}",
+             f"distill.teacher.checkpoint={teacher_ckpt}"]
+    print("[demo] training student distilled from the teacher (demo_distill.yaml)", flush=True)
+    plan.append(("student distilled", "demo_distill", extra))
+    runs["student distilled"] = run_recipe("demo_distill", common + extra)
+    return runs, [(label, recipe) for label, recipe, _ in plan]
+
+
+def _counts(splits: dict[str, tuple[str, str]]) -> dict[str, int]:
+    """Images and labelled people of each split."""
+    info = {}
+    for split in ("train", "val"):
+        ann = json.loads(Path(splits[split][0]).read_text())
+        info[f"{split}_images"] = len(ann["images"])
+        info[f"{split}_instances"] = sum(1 for a in ann["annotations"] if a.get("num_keypoints", 1) > 0)
+    return info
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,55 +209,24 @@ def main(argv: list[str] | None = None) -> int:
     size = FAST if args.fast else FULL
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-
     print(f"[demo] generating synthetic data in {out / 'data'}", flush=True)
     splits = generate_data(out, size["train_images"], size["val_images"])
     data_s = time.perf_counter() - t_start
-    common = _data_overrides(splits) + size["overrides"]
-
-    plan = [("teacher", "demo_teacher", [f"train.out_dir={out / 'teacher'}"]),
-            ("student alone", "demo_student", [f"train.out_dir={out / 'student'}"])]
-    distill = distillation_available()
-    runs: dict[str, tuple[Config, dict]] = {}
+    runs, plan = train_all(out, _data_overrides(splits) + size["overrides"])
     rows = []
-    for label, recipe, extra in plan:
-        print(f"[demo] training {label} ({recipe}.yaml)", flush=True)
-        runs[label] = run_recipe(recipe, common + extra)
-    if distill:
-        teacher_cfg, teacher_res = runs["teacher"]
-        teacher_ckpt = teacher_res["best_checkpoint"] or teacher_res["last_checkpoint"]
-        extra = [f"train.out_dir={out / 'student_distilled'}", f"distill.teacher.model={teacher_cfg.model.name}",
-                 f"distill.teacher.model_kwargs={json.dumps(teacher_cfg.model.kwargs)}",
-                 f"distill.teacher.checkpoint={teacher_ckpt}"]
-        print("[demo] training student distilled from the teacher (demo_distill.yaml)", flush=True)
-        plan.append(("student distilled", "demo_distill", extra))
-        runs["student distilled"] = run_recipe("demo_distill", common + extra)
-        note = ""
-    else:
-        note = ("The distilled student is missing: posedistill.distill.task.build_distillation_task is not "
-                "available in this checkout.")
-
-    for label, recipe, _ in plan:
+    for label, recipe in plan:
         cfg, result = runs[label]
         m = result["last_metrics"]
         prof = profile(result["model"], tuple(cfg.data.input_size), args.fast)
         rows.append({"label": label, "recipe": recipe, "AP": m["AP"], "AP50": m["AP50"], "AR": m["AR"],
                      "train_s": result["wall_s"], "out_dir": result["out_dir"], **prof})
-
     plot_curves(runs, out / "learning_curves.png")
     draw_predictions(runs, out / "predictions.png")
-    cfg0 = runs["teacher"][0]
-    n_inst = {}
-    for split in ("train", "val"):
-        ann = json.loads(Path(splits[split][0]).read_text())
-        n_inst[split] = (len(ann["images"]), sum(1 for a in ann["annotations"] if a.get("num_keypoints", 1) > 0))
-    info = {"train_images": n_inst["train"][0], "train_instances": n_inst["train"][1],
-            "val_images": n_inst["val"][0], "val_instances": n_inst["val"][1],
+    info = {**_counts(splits),
             "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
                        f"torch {torch.__version__}",
-            "total_s": time.perf_counter() - t_start, "data_s": data_s, "input_size": cfg0.data.input_size,
-            "command": "posedistill demo" + (" --fast" if args.fast else "") + (f" --out {args.out}" if args.out != "runs/demo" else ""),
-            "distill_note": note}
+            "total_s": time.perf_counter() - t_start, "data_s": data_s, "input_size": runs["teacher"][0].data.input_size,
+            "command": "posedistill demo" + (" --fast" if args.fast else "") + (f" --out {args.out}" if args.out != "runs/demo" else "")}
     (out / "results.json").write_text(json.dumps({"rows": rows, "info": info}, indent=1, default=str))
     report = write_report(out, rows, runs, info)
     for r in rows:
@@ -252,7 +234,3 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['params'] / 1e6:.2f}M params  {r['gmacs']:.3f} GMACs  {r['images_per_s']:.0f} img/s")
     print(f"[demo] done in {info['total_s']:.0f} s; report: {report}", flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

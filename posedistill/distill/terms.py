@@ -1,0 +1,146 @@
+"""The table of distillation terms: one entry per term, so a new term is one entry plus its loss module.
+
+Each `Term` says what the term compares (`needs`: the networks' outputs, their feature maps, or the
+poses decoded from SimCC outputs), which student heads it accepts, how its loss module is built from
+the `distill:` section of a recipe, and how the module is called on (student, teacher). A term whose
+module also trains parameters of its own on its own objective (the adversarial discriminator) sets
+`own_optimizer`: its call returns (term value, own loss) and its parameters form a separate optimiser
+group with the settings of `module.optim_settings()`. Papers and equations are cited in each loss
+module's docstring (`posedistill/losses/distill.py`, `posedistill/distill/adversarial.py`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from posedistill.distill.adversarial import AdversarialStructure
+from posedistill.distill.config import DistillConfig
+from posedistill.keypoints import KeypointMeta
+from posedistill.losses.distill import (AlignedFeatureLoss, LogitDistillLoss, MultiAngleLoss, PairwiseSimilarityLoss,
+                                        PoseDistillLoss, SimCCLogitDistillLoss)
+
+
+@dataclass(frozen=True)
+class TermContext:
+    """What building a term may look at besides its config."""
+    student: nn.Module                  # the bare student network
+    teacher: nn.Module                  # the frozen teacher (FrozenTeacher)
+    meta: KeypointMeta                  # keypoint set (joints, skeleton)
+    input_size: tuple[int, int]         # network input (width, height)
+    device: torch.device
+
+
+@dataclass(frozen=True)
+class Term:
+    needs: str                                                  # "outputs" | "features" | "poses"
+    heads: tuple[str, ...]                                      # student head types the term accepts
+    build: Callable[[DistillConfig, TermContext], nn.Module]    # loss module from the recipe
+    call: Callable[[nn.Module, Any, Any], Any]                  # (module, student, teacher) -> value
+    own_optimizer: bool = False                                 # call returns (value, own loss); own optimiser group
+
+
+@torch.no_grad()
+def probe_features(model: nn.Module, input_size: tuple[int, int], key: str, who: str,
+                   device: torch.device) -> torch.Tensor:
+    """Feature map `key` of `model` on a zero image (eval mode, so BN statistics are untouched)."""
+    was_training = model.training
+    model.eval()
+    try:
+        w, h = input_size
+        _, feats = model(torch.zeros(1, 3, h, w, device=device), return_features=True)
+    finally:
+        model.train(was_training)
+    if key not in feats:
+        raise KeyError(f"distill.feature={key!r}: the {who} ({type(model).__name__}) returns features {sorted(feats)}")
+    return feats[key]
+
+
+def _logit(cfg: DistillConfig, ctx: TermContext) -> nn.Module:
+    if ctx.student.head_type == "heatmap":
+        return LogitDistillLoss(cfg.logit_alpha)
+    return SimCCLogitDistillLoss(cfg.logit_alpha, cfg.logit_temperature)
+
+
+def _aligned(cfg: DistillConfig, ctx: TermContext) -> nn.Module:
+    cs = probe_features(ctx.student, ctx.input_size, cfg.feature, "student", ctx.device).shape[1]
+    ct = probe_features(ctx.teacher, ctx.input_size, cfg.feature, "teacher", ctx.device).shape[1]
+    return AlignedFeatureLoss(cs, ct, cfg.aligned_reduction)
+
+
+def _pose(cfg: DistillConfig, ctx: TermContext) -> nn.Module:
+    weights = list(cfg.skeleton_weights) or None
+    if weights is not None and len(weights) != len(ctx.meta.skeleton):
+        raise ValueError(f"distill.skeleton_weights has {len(weights)} entries; the {ctx.meta.name} skeleton has "
+                         f"{len(ctx.meta.skeleton)} edges")
+    return PoseDistillLoss(ctx.meta.skeleton, weights)
+
+
+TERMS: dict[str, Term] = {
+    # IKD (seed 000) eq. 3-4, teacher share (1 - alpha) L_soft; SimCC students: KL between bin distributions
+    "logit": Term("outputs", ("heatmap", "simcc"), _logit, lambda m, s, t: m.distill(s, t)),
+    # IKD eq. 1-2: pairwise similarity of feature positions
+    "pairwise": Term("features", ("heatmap", "simcc"),
+                     lambda cfg, ctx: PairwiseSimilarityLoss(cfg.pairwise_max_positions), lambda m, s, t: m(s, t)),
+    # IKD eq. 5, 7-8: the student's L_s; the discriminator's L_ad trains it in its own optimiser group
+    "adversarial": Term("outputs", ("heatmap",),
+                        lambda cfg, ctx: AdversarialStructure(ctx.meta.num_joints, cfg.disc_channels, cfg.disc_lr),
+                        lambda m, s, t: m(s, t), own_optimizer=True),
+    # MAPD (seed 001) eq. 1-3, teacher share alpha L_mpd + beta L_kpd
+    "mapd": Term("outputs", ("heatmap",),
+                 lambda cfg, ctx: MultiAngleLoss(cfg.mapd_alpha, cfg.mapd_beta, cfg.mapd_temperature),
+                 lambda m, s, t: m.distill(s, t)),
+    # seed 002 eq. 1: 1x1-aligned feature MSE
+    "aligned": Term("features", ("heatmap", "simcc"), _aligned, lambda m, s, t: m(s, t)),
+    # seed 002 eq. 2-3: L1 pose + skeleton structure on decoded SimCC poses
+    "pose": Term("poses", ("simcc",), _pose, lambda m, s, t: m(s, t)),
+}
+
+def build_terms(cfg: DistillConfig, ctx: TermContext) -> dict[str, nn.Module]:
+    """Loss modules of the recipe's terms, checked against the student's and teacher's heads."""
+    s_head, t_head = ctx.student.head_type, ctx.teacher.head_type
+    modules: dict[str, nn.Module] = {}
+    for name in cfg.terms:
+        term = TERMS[name]
+        if term.needs != "features" and s_head != t_head:
+            raise ValueError(f"distill.terms.{name} compares outputs, but the student's head is {s_head!r} and the "
+                             f"teacher's {t_head!r}; pick a teacher with the same head type")
+        if s_head not in term.heads:
+            raise ValueError(f"distill.terms.{name} needs a {' or '.join(term.heads)} head; the student's head is "
+                             f"{s_head!r}")
+        modules[name] = term.build(cfg, ctx)
+    return modules
+
+
+def cache_feature_message(terms: list[str]) -> str:
+    return (f"distill.cache=true cannot serve the feature term(s) {terms}: the cache stores the teacher's outputs "
+            f"only, and features of an augmented crop cannot be recovered from the un-augmented one. Use the online "
+            f"teacher (distill.cache=false) or drop {terms} from distill.terms")
+
+
+def resolve_distill_config(cfg: DistillConfig) -> DistillConfig:
+    """The one check of a `distill:` section (term names and weights, decay names, teacher vs terms, cache
+    vs feature terms), run when a recipe loads; returns it with `decay: [all]` expanded to the term names."""
+    unknown = [t for t in cfg.terms if t not in TERMS]
+    if unknown:
+        raise ValueError(f"distill.terms: unknown term(s) {unknown}; valid: {list(TERMS)}")
+    for name, w in cfg.terms.items():
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
+            raise ValueError(f"distill.terms.{name}: expected a weight >= 0, got {w!r}")
+    decay = list(cfg.terms) if list(cfg.decay) == ["all"] else list(cfg.decay)
+    bad = [d for d in decay if d not in cfg.terms]
+    if bad:
+        raise ValueError(f"distill.decay: {bad} not among distill.terms {sorted(cfg.terms)} (or use [all])")
+    if cfg.terms and not cfg.teacher.model:
+        raise ValueError(f"distill.terms {sorted(cfg.terms)} are set but distill.teacher.model is empty")
+    if cfg.teacher.model and not cfg.terms:
+        raise ValueError(f"distill.teacher.model is set but distill.terms is empty: name at least one term "
+                         f"({', '.join(TERMS)})")
+    feat = [t for t in cfg.terms if TERMS[t].needs == "features"]
+    if cfg.cache and feat:
+        raise ValueError(cache_feature_message(feat))
+    if cfg.cache and not cfg.terms:
+        raise ValueError("distill.cache=true but distill.terms is empty: nothing would use the cached outputs")
+    return replace(cfg, decay=decay)

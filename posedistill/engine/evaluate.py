@@ -1,0 +1,155 @@
+"""Prediction and scoring: a model over a loader -> keypoints in image pixels -> COCO OKS AP/AR or
+MPII PCKh; and the evaluation of a checkpoint against a recipe's validation split (`posedistill eval`).
+
+Multi-process: each rank predicts its shard, predictions are gathered (padded duplicates dropped by
+instance index), rank 0 scores, and every rank gets the metrics back.
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from posedistill.data.transforms import crop_to_image, normalize_images
+from posedistill.engine import build, dist
+from posedistill.engine.checkpoint import read_checkpoint
+from posedistill.engine.config import Config
+from posedistill.evaluation.coco_eval import evaluate_coco
+from posedistill.evaluation.pckh import evaluate_pckh
+from posedistill.keypoints import KeypointMeta, get_meta
+from posedistill.models.weights import load_weights
+from posedistill.tensors import amp_dtype, to_float
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """torch.autocast for `dtype`, or a context that changes nothing for None (float32)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def use_progress(enabled: bool) -> bool:
+    """A tqdm bar only on rank 0 and only when stderr is a terminal."""
+    return enabled and dist.is_main_process() and sys.stderr.isatty()
+
+
+def _records(batch: dict, coords: np.ndarray, scores: np.ndarray) -> list[dict]:
+    """One prediction dict per sample of `batch` (see `predict`)."""
+    out = []
+    for b in range(coords.shape[0]):
+        out.append({
+            "index": int(batch["index"][b]),
+            "image_id": int(batch["image_id"][b]),
+            "ann_id": int(batch["ann_id"][b]),
+            "keypoints": np.concatenate([coords[b], scores[b][:, None]], axis=1).astype(np.float32),
+            "center": batch["center"][b].numpy().astype(np.float32),
+            "scale": batch["scale"][b].numpy().astype(np.float32),
+            "area": float(batch["area"][b]),
+            "bbox_score": float(batch["bbox_score"][b]),
+            "head_size": float(batch["head_size"][b]) if "head_size" in batch else 0.0,
+        })
+    return out
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader, codec, meta: KeypointMeta, device: torch.device, *,
+            flip_test: bool = False, amp: torch.dtype | None = None, channels_last: bool = False,
+            progress: bool = False) -> list[dict]:
+    """Predictions in image pixels for every instance of `loader`'s dataset, gathered from all ranks.
+
+    Each prediction: {"index", "image_id", "ann_id", "keypoints" [K, 3] (x, y, score), "center",
+    "scale", "area", "bbox_score", "head_size"}. Ranks' padded duplicates are dropped by "index"."""
+    was_training = model.training
+    model.eval()
+    preds: list[dict] = []
+    for batch in tqdm(loader, desc="eval", disable=not progress, leave=False, dynamic_ncols=True):
+        images = normalize_images(batch["image"].to(device, non_blocking=True))
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            out = to_float(model(images))
+            out_flip = to_float(model(images.flip(3))) if flip_test else None
+        if flip_test:
+            out = codec.flip_test_average(out, out_flip, meta.flip_index)
+        coords, scores = codec.decode(out)
+        coords = crop_to_image(np.asarray(coords, dtype=np.float64), batch["affine"].double().numpy())
+        preds += _records(batch, coords, np.asarray(scores, dtype=np.float64))
+    model.train(was_training)
+    unique: dict[int, dict] = {}
+    for rank_preds in dist.all_gather_object(preds):
+        for p in rank_preds:
+            unique.setdefault(p["index"], p)
+    return [unique[i] for i in sorted(unique)]
+
+
+def score_predictions(predictions: list[dict], meta: KeypointMeta, data_format: str, ann_file: str,
+                      out_dir: str | Path | None = None, eval_kwargs: dict | None = None,
+                      head_boxes: str = "") -> dict[str, float]:
+    """COCO-style OKS AP/AR (COCO, CrowdPose, custom) or MPII PCKh@0.5 of image-pixel predictions."""
+    if data_format == "mpii":
+        return evaluate_pckh(predictions, ann_file, head_boxes=head_boxes or None)
+    return evaluate_coco(predictions, ann_file, meta=meta, out_dir=str(out_dir) if out_dir else None,
+                         **(eval_kwargs or {}))
+
+
+def primary_metric(metrics: dict[str, float]) -> tuple[str, float]:
+    """The number `best.pth` is chosen by: AP for OKS metrics, PCKh mean for MPII."""
+    for key in ("AP", "PCKh", "Mean"):
+        if key in metrics:
+            return key, float(metrics[key])
+    raise KeyError(f"no AP / PCKh in metrics {sorted(metrics)}")
+
+
+def evaluate(model: nn.Module, loader: DataLoader, codec, meta: KeypointMeta, device: torch.device, *,
+             data_format: str, ann_file: str, flip_test: bool = False, out_dir: str | Path | None = None,
+             eval_kwargs: dict | None = None, head_boxes: str = "", amp: torch.dtype | None = None,
+             channels_last: bool = False, progress: bool = False) -> dict[str, float]:
+    """Predict on every rank, score on rank 0, and return the metrics on every rank."""
+    preds = predict(model, loader, codec, meta, device, flip_test=flip_test, amp=amp,
+                    channels_last=channels_last, progress=progress)
+    metrics = None
+    if dist.is_main_process():
+        metrics = score_predictions(preds, meta, data_format, ann_file, out_dir, eval_kwargs, head_boxes)
+        metrics = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, np.floating))}
+        metrics["instances"] = float(len(preds))  # people predicted, all ranks together
+    return dist.broadcast_object(metrics)
+
+
+def load_model_weights(model: nn.Module, path: str) -> None:
+    """Weights from a posedistill checkpoint ({"model": ...}, loaded strictly) or, failing that, an
+    official / MMPose release through `models.weights.load_weights` (prefixes handled, keys named)."""
+    state = read_checkpoint(path)
+    if isinstance(state.get("model"), dict):
+        model.load_state_dict(state["model"])
+        return
+    load_weights(model, path, strict=True)
+
+
+def evaluate_checkpoint(cfg: Config, checkpoint: str, *, flip: bool | None = None, boxes: str | None = None,
+                        out_dir: str | None = None) -> dict[str, float]:
+    """Evaluate `checkpoint` on the recipe's validation split; returns the metrics (all ranks)."""
+    info = dist.init_distributed(cfg.train.device)
+    device = info.device
+    meta = get_meta(cfg.data.dataset)
+    model = build.model_from_config(cfg, meta.num_joints, with_init_weights=False)
+    load_model_weights(model, checkpoint)
+    codec = build.build_codec(cfg.codec, tuple(cfg.data.input_size), model.output_stride, model.head_type)
+    val_set = build.build_dataset(cfg.data, codec, meta, train=False, boxes=boxes)
+    loader, _ = build.build_loader(val_set, cfg.eval.batch_size, cfg.train.workers, train=False,
+                                   seed=cfg.train.seed, info=info)
+    model.to(device)
+    channels_last = cfg.train.channels_last and device.type == "cuda"
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    out = Path(out_dir) if out_dir else Path(checkpoint).resolve().parent / "eval"
+    return evaluate(model, loader, codec, meta, device, data_format=cfg.data.format, ann_file=cfg.data.val_ann,
+                    flip_test=cfg.eval.flip_test if flip is None else flip,
+                    out_dir=out if info.is_main else None, eval_kwargs=build.eval_kwargs(cfg.eval),
+                    head_boxes=cfg.data.val_head_boxes, amp=amp_dtype(cfg.train.amp, device),
+                    channels_last=channels_last, progress=use_progress(cfg.train.progress))

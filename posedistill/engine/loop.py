@@ -1,0 +1,360 @@
+"""The training loop: `train_one_epoch` over a `Task`, and `train(cfg)` around it.
+
+One loop for every method: a task (`posedistill/tasks/`) turns a batch into `{"loss": total,
+"<part>": value, ...}`; the loop backpropagates `loss` once through one GradScaler path (a no-op
+without fp16), clips and steps each of the task's optimiser groups, steps their per-iteration LR
+schedules and calls the task's hooks (`set_epoch`, `after_step`). `train(cfg)` wires data, model,
+codec and task from a recipe (`engine/build.py`), evaluates every `train.eval_interval` epochs
+(`engine/evaluate.py`), keeps `best.pth` by AP (PCKh on MPII) and `last.pth` for `--resume`, and logs
+to TensorBoard and the run log (`engine/runlog.py`).
+
+Multi-process: `torchrun --nproc_per_node N -m posedistill.cli train CONFIG`; each rank trains on its
+DistributedSampler shard with the task's trainable modules wrapped by `engine/dist.py`, rank 0 logs
+and writes checkpoints.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from posedistill.data.transforms import normalize_images
+from posedistill.engine import build, dist
+from posedistill.engine.checkpoint import read_checkpoint, rng_state, save_checkpoint, set_rng_state
+from posedistill.engine.config import Config, save_config
+from posedistill.engine.evaluate import autocast, evaluate, primary_metric, use_progress
+from posedistill.engine.runlog import RunLog, epoch_message, fmt_time
+from posedistill.keypoints import get_meta
+from posedistill.tasks import OptimGroup, Task
+from posedistill.tensors import amp_dtype
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+def to_device(batch: dict, device: torch.device, channels_last: bool = False) -> dict:
+    """Tensors of a batch moved to `device`; a uint8 `image` (TopDownDataset(normalize=False)) is
+    normalised there."""
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            v = v.to(device, non_blocking=True)
+            if k == "image":
+                v = normalize_images(v)
+                if channels_last:
+                    v = v.contiguous(memory_format=torch.channels_last)
+        out[k] = v
+    return out
+
+
+class Optimization:
+    """The task's optimisers, one per `OptimGroup`, their per-iteration LR schedules and one GradScaler
+    (enabled for fp16 only; disabled it passes everything through). `step(loss)` is the loop's only
+    backward-and-step path: every group is clipped on its own (`grad_clip` > 0) and stepped under the
+    same scaler."""
+
+    def __init__(self, groups: list[OptimGroup], optimizers: list[torch.optim.Optimizer], schedulers: list,
+                 scaler: torch.amp.GradScaler, grad_clip: float = 0.0):
+        self.names = [g.name for g in groups]
+        self.optimizers = optimizers
+        self.schedulers = schedulers
+        self.scaler = scaler
+        self.grad_clip = float(grad_clip)
+
+    @property
+    def lr(self) -> float:
+        """Learning rate of the first (main) group."""
+        return self.optimizers[0].param_groups[0]["lr"]
+
+    def step(self, loss: torch.Tensor) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        for opt in self.optimizers:
+            if self.grad_clip > 0:
+                self.scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], self.grad_clip)
+            self.scaler.step(opt)
+        self.scaler.update()
+        for sched in self.schedulers:
+            sched.step()
+
+    def state_dict(self) -> dict:
+        """Main group under "optimizer" / "scheduler"; further groups under "groups" by name."""
+        return {"optimizer": self.optimizers[0].state_dict(), "scheduler": self.schedulers[0].state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+                "groups": {name: {"optimizer": o.state_dict(), "scheduler": s.state_dict()}
+                           for name, o, s in zip(self.names[1:], self.optimizers[1:], self.schedulers[1:])}}
+
+    def load_state_dict(self, state: dict, path: str = "<checkpoint>") -> None:
+        self.optimizers[0].load_state_dict(state["optimizer"])
+        self.schedulers[0].load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        groups = state.get("groups", {})
+        for name, opt, sched in zip(self.names[1:], self.optimizers[1:], self.schedulers[1:]):
+            if name not in groups:
+                raise KeyError(f"{path}: no optimiser state for parameter group {name!r} (has {sorted(groups)})")
+            opt.load_state_dict(groups[name]["optimizer"])
+            sched.load_state_dict(groups[name]["scheduler"])
+
+
+def _log_iteration(writer, out: dict, lr: float, iteration: int) -> None:
+    for k, v in out.items():
+        writer.add_scalar(f"train_iter/{k}", float(v.detach()), iteration)
+    writer.add_scalar("train_iter/lr", lr, iteration)
+
+
+def train_one_epoch(task: Task, loader: DataLoader, optim: Optimization, device: torch.device, *, epoch: int,
+                    iteration: int = 0, amp: torch.dtype | None = None, channels_last: bool = False,
+                    max_iters: int = 0, progress: bool = False, log_interval: int = 50, writer=None,
+                    num_epochs: int | None = None) -> tuple[dict[str, float], int]:
+    """Train `task` for one pass over `loader` (or `max_iters` batches).
+
+    Returns (mean of every returned loss part over the epoch, iteration count after the epoch)."""
+    task.train()
+    total = len(loader) if max_iters <= 0 else min(max_iters, len(loader))
+    sums: dict[str, float] = {}
+    count = 0
+    bar = tqdm(total=total, desc=f"epoch {epoch + 1}" + (f"/{num_epochs}" if num_epochs else ""),
+               disable=not progress, dynamic_ncols=True, leave=False)
+    start = time.perf_counter()
+    for i, batch in enumerate(loader):
+        if i >= total:
+            break
+        batch = to_device(batch, device, channels_last)
+        with autocast(device, amp):
+            out = task(batch)
+        loss = out["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"epoch {epoch + 1} iteration {iteration}: loss is {loss.item()}; "
+                                     f"parts: { {k: float(v) for k, v in out.items()} }")
+        optim.step(loss)
+        task.after_step()
+        iteration += 1
+        count += 1
+        for k, v in out.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(loss.detach()):.5f}", lr=f"{optim.lr:.2e}")
+        if writer is not None and (iteration % log_interval == 0 or i == 0):
+            _log_iteration(writer, out, optim.lr, iteration)
+        if not progress and log_interval > 0 and (i + 1) % log_interval == 0 and dist.is_main_process():
+            rate = (i + 1) / (time.perf_counter() - start)
+            print(f"  epoch {epoch + 1} [{i + 1}/{total}] loss {float(loss.detach()):.6f} "
+                  f"{rate:.2f} it/s eta {fmt_time((total - i - 1) / rate)}", flush=True)
+    bar.close()
+    if count == 0:
+        raise RuntimeError("the training loader produced no batches (empty dataset or batch_size too large "
+                           "with drop_last)")
+    means = {k: v / count for k, v in sums.items()}
+    means["it_per_s"] = count / max(time.perf_counter() - start, 1e-9)
+    return means, iteration
+
+
+# --------------------------------------------------------------------------------------------------
+# train(cfg)
+
+
+@dataclass
+class Run:
+    """Everything `train` sets up from a recipe."""
+    cfg: Config
+    info: dist.DistInfo
+    model: nn.Module                  # the bare network (checkpoints, evaluation)
+    codec: Any
+    meta: Any
+    task: Task
+    train_len: int
+    train_loader: DataLoader
+    train_gen: torch.Generator        # reseeded every epoch: a resumed run draws the same batches
+    val_loader: DataLoader
+    optim: Optimization
+    amp: torch.dtype | None
+    channels_last: bool
+
+
+@dataclass
+class Progress:
+    """Where training stands; what `last.pth` restores."""
+    epoch: int = 0                    # epochs completed
+    iteration: int = 0                # optimiser steps so far
+    best_value: float = -math.inf
+    best_epoch: int = -1
+    history: list[dict] = field(default_factory=list)
+
+
+def setup_run(cfg: Config) -> Run:
+    """Model, codec, datasets, task, loaders and optimisers of `cfg` on this process's device."""
+    info = dist.init_distributed(cfg.train.device)
+    device = info.device
+    seed_everything(cfg.train.seed + info.rank, cfg.train.deterministic)
+    meta = get_meta(cfg.data.dataset)
+    model = build.model_from_config(cfg, meta.num_joints)
+    input_size = tuple(cfg.data.input_size)
+    build.check_output_shape(model, input_size)
+    codec = build.build_codec(cfg.codec, input_size, model.output_stride, model.head_type)
+    train_set = build.build_dataset(cfg.data, codec, meta, train=True)
+    val_set = build.build_dataset(cfg.data, codec, meta, train=False)
+    channels_last = cfg.train.channels_last and device.type == "cuda"
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    task = build.build_task(cfg, model, codec, meta, train_set, device).to(device)
+    if info.distributed:
+        task.prepare_distributed(lambda module: dist.wrap_ddp(module, device))
+    train_loader, train_gen = build.build_loader(train_set, cfg.train.batch_size, cfg.train.workers, train=True,
+                                                 seed=cfg.train.seed, info=info,
+                                                 drop_last=len(train_set) > cfg.train.batch_size)
+    val_loader, _ = build.build_loader(val_set, cfg.eval.batch_size, cfg.train.workers, train=False,
+                                       seed=cfg.train.seed, info=info)
+    iters = len(train_loader) if cfg.train.max_iters_per_epoch <= 0 else \
+        min(len(train_loader), cfg.train.max_iters_per_epoch)
+    amp = amp_dtype(cfg.train.amp, device)
+    groups = task.optim_groups()
+    optimizers = [build.build_optimizer(g, cfg.optim) for g in groups]
+    optim = Optimization(groups, optimizers, [build.build_scheduler(o, cfg.optim, iters) for o in optimizers],
+                         torch.amp.GradScaler("cuda", enabled=amp == torch.float16), cfg.optim.grad_clip)
+    return Run(cfg, info, model, codec, meta, task, len(train_set), train_loader, train_gen, val_loader, optim,
+               amp, channels_last)
+
+
+def restore(run: Run, path: str) -> Progress:
+    """Continue from a `last.pth`: network, optimisers, schedules, scaler, task state, RNG, history."""
+    state = read_checkpoint(path, map_location="cpu")
+    missing = [k for k in ("model", "optimizer", "scheduler", "epoch", "iteration") if k not in state]
+    if missing:
+        raise KeyError(f"--resume {path}: not a training checkpoint (missing {missing})")
+    run.model.load_state_dict(state["model"])
+    run.optim.load_state_dict(state, path)
+    run.task.load_extra_state(state.get("task_extra") or {})
+    rngs = state.get("rng", [])
+    if rngs:
+        set_rng_state(rngs[run.info.rank] if run.info.rank < len(rngs) else rngs[0])
+    return Progress(int(state["epoch"]), int(state["iteration"]), float(state.get("best_metric", -math.inf)),
+                    int(state.get("best_epoch", -1)), list(state.get("history", [])))
+
+
+def _evaluate(run: Run, out_dir: Path) -> dict[str, float]:
+    cfg = run.cfg
+    return evaluate(run.model, run.val_loader, run.codec, run.meta, run.info.device, data_format=cfg.data.format,
+                    ann_file=cfg.data.val_ann, flip_test=cfg.eval.flip_test,
+                    out_dir=out_dir / "eval" if run.info.is_main else None,
+                    eval_kwargs=build.eval_kwargs(cfg.eval), head_boxes=cfg.data.val_head_boxes,
+                    amp=run.amp, channels_last=run.channels_last, progress=use_progress(cfg.train.progress))
+
+
+def run_epoch(run: Run, epoch: int, progress: Progress, writer) -> tuple[dict, dict[str, float], bool]:
+    """Train one epoch and evaluate when due; returns (log row, metrics or {}, improved best)."""
+    cfg, t0 = run.cfg, time.perf_counter()
+    run.train_gen.manual_seed(cfg.train.seed * 100003 + epoch)
+    if isinstance(run.train_loader.sampler, DistributedSampler):
+        run.train_loader.sampler.set_epoch(epoch)
+    run.task.set_epoch(epoch)
+    lr = run.optim.lr
+    means, progress.iteration = train_one_epoch(
+        run.task, run.train_loader, run.optim, run.info.device, epoch=epoch, iteration=progress.iteration,
+        amp=run.amp, channels_last=run.channels_last, max_iters=cfg.train.max_iters_per_epoch,
+        progress=use_progress(cfg.train.progress), log_interval=cfg.train.log_interval, writer=writer,
+        num_epochs=cfg.optim.epochs)
+    means = dist.all_reduce_mean(means, run.info.device)
+    row: dict[str, Any] = {"epoch": epoch + 1, "iteration": progress.iteration, "lr": lr,
+                           "train_loss": means.pop("loss")}
+    row.update({f"train_{k}": v for k, v in means.items()})
+    row["epoch_time_s"] = time.perf_counter() - t0
+    metrics: dict[str, float] = {}
+    improved = False
+    is_last = epoch + 1 == cfg.optim.epochs
+    if cfg.train.eval_interval > 0 and ((epoch + 1) % cfg.train.eval_interval == 0 or is_last):
+        metrics = _evaluate(run, Path(cfg.train.out_dir))
+        row.update({f"val_{k}": v for k, v in metrics.items()})
+        value = primary_metric(metrics)[1]
+        if value > progress.best_value:
+            progress.best_value, progress.best_epoch, improved = value, epoch + 1, True
+    progress.epoch = epoch + 1
+    progress.history.append(row)
+    return row, metrics, improved
+
+
+def _write_logs(run: Run, log: RunLog, writer, row: dict, metrics: dict[str, float], progress: Progress) -> None:
+    log.rows = progress.history
+    log.write()
+    writer.add_scalar("train/loss", row["train_loss"], row["epoch"])
+    writer.add_scalar("train/lr", row["lr"], row["epoch"])
+    for k, v in row.items():
+        if k.startswith("val_"):
+            writer.add_scalar(f"val/{k[4:]}", v, row["epoch"])
+    writer.flush()
+    print(epoch_message(row, run.cfg.optim.epochs, metrics), flush=True)
+
+
+def _save(run: Run, progress: Progress, rngs: list, metrics: dict[str, float], improved: bool) -> None:
+    """last.pth (every `save_interval` epochs and the last), epoch_N.pth (`keep_every`), best.pth."""
+    cfg, out_dir, epoch = run.cfg, Path(run.cfg.train.out_dir), progress.epoch
+    state = {"model": run.model.state_dict(), **run.optim.state_dict(), "rng": rngs, "epoch": epoch,
+             "iteration": progress.iteration, "best_metric": progress.best_value, "best_epoch": progress.best_epoch,
+             "history": progress.history, "task_extra": run.task.extra_state(), "model_name": cfg.model.name}
+    if epoch % max(cfg.train.save_interval, 1) == 0 or epoch == cfg.optim.epochs:
+        save_checkpoint(state, out_dir / "last.pth")
+    if cfg.train.keep_every > 0 and epoch % cfg.train.keep_every == 0:
+        save_checkpoint(state, out_dir / f"epoch_{epoch}.pth")
+    if improved:
+        save_checkpoint({"model": state["model"], "epoch": epoch, "iteration": progress.iteration,
+                         "best_metric": progress.best_value, "metrics": metrics, "model_name": cfg.model.name},
+                        out_dir / "best.pth")
+
+
+def train(cfg: Config, resume: str | None = None) -> dict:
+    """Train per `cfg`; returns {"out_dir", "best_metric", "best_epoch", "last_metrics", "history",
+    "last_checkpoint", "best_checkpoint", "iteration", "epochs", "time_s", "model"}."""
+    t_start = time.perf_counter()
+    run = setup_run(cfg)
+    progress = restore(run, resume) if resume else Progress()
+    out_dir = Path(cfg.train.out_dir)
+    writer = log = None
+    if run.info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir / "config.yaml")
+        writer = SummaryWriter(str(out_dir / "tb"))
+        log = RunLog(out_dir, progress.history)
+        print(f"[posedistill] training {cfg.model.name} ({sum(p.numel() for p in run.model.parameters()) / 1e6:.2f}M "
+              f"params) on {run.train_len} instances, {run.info.world_size} process(es), device {run.info.device}, "
+              f"epochs {progress.epoch + 1}..{cfg.optim.epochs}, out {out_dir}", flush=True)
+    last_metrics: dict[str, float] = {}
+    for epoch in range(progress.epoch, cfg.optim.epochs):
+        row, metrics, improved = run_epoch(run, epoch, progress, writer)
+        last_metrics = metrics or last_metrics
+        rngs = dist.all_gather_object(rng_state())
+        if run.info.is_main:
+            _write_logs(run, log, writer, row, metrics, progress)
+            _save(run, progress, rngs, metrics, improved)
+        dist.barrier()
+    if writer is not None:
+        writer.close()
+    best = progress.best_epoch > 0
+    return {"out_dir": str(out_dir), "best_metric": progress.best_value if best else None,
+            "best_epoch": progress.best_epoch, "last_metrics": last_metrics, "history": progress.history,
+            "last_checkpoint": str(out_dir / "last.pth"), "best_checkpoint": str(out_dir / "best.pth") if best else None,
+            "iteration": progress.iteration, "epochs": cfg.optim.epochs, "time_s": time.perf_counter() - t_start,
+            "model": run.model}

@@ -1,0 +1,6 @@
+"""Tasks: what one training step computes. The loop in `engine/loop.py` knows only `Task`."""
+from posedistill.tasks.base import OptimGroup, Task
+from posedistill.tasks.distillation import DistillationTask
+from posedistill.tasks.supervised import SupervisedTask, supervised_loss
+
+__all__ = ["DistillationTask", "OptimGroup", "SupervisedTask", "Task", "supervised_loss"]

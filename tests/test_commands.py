@@ -1,0 +1,73 @@
+"""Command mains: `posedistill distill` refuses recipes without a teacher or with bad terms, the
+ablation's variants and table, and the command table of `posedistill`."""
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from posedistill.cli import COMMANDS
+from posedistill.cli import main as cli_main
+from posedistill.commands.ablate import main as ablate_main
+from posedistill.commands.ablate import variant_config, variants_for, write_tables
+from posedistill.commands.distill import main as distill_main
+from posedistill.engine.config import load_config
+
+
+def test_every_command_module_has_a_main(capsys):
+    for name, (module, _) in COMMANDS.items():
+        assert callable(importlib.import_module(module).main), name
+    assert cli_main([]) == 0 and "ablate" in capsys.readouterr().out
+    assert cli_main(["trian"]) == 2 and "unknown command 'trian'" in capsys.readouterr().err
+
+
+def test_distill_command_requires_teacher(tmp_path, capsys):
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text("model: {name: simplebaseline_r18}\n")
+    assert distill_main([str(cfg)]) == 2
+    assert "distill.teacher.model is empty" in capsys.readouterr().err
+    cfg.write_text("distill: {teacher: {model: simplebaseline_r50, checkpoint: x.pth}, terms: {pairwise: 0.2}, cache: true}\n")
+    assert distill_main([str(cfg)]) == 2
+    assert "cannot serve the feature term" in capsys.readouterr().err
+
+
+def test_distill_cli_rejects_recipe_without_teacher(capsys):
+    assert distill_main(["configs/demo_base.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "distill.teacher.model is empty" in err and "configs/demo_base.yaml" in err
+
+
+def test_distill_cli_rejects_unknown_key(capsys):
+    assert distill_main(["configs/demo_base.yaml", "optim.lrr=0.1"]) == 2
+    assert "optim.lr" in capsys.readouterr().err
+
+
+def test_ablation_variants_and_table(tmp_path):
+    terms = {"logit": 0.5, "pairwise": 0.2, "adversarial": 0.3}
+    v = variants_for(terms, ["logit", "pairwise", "adversarial"])
+    assert [n for n, _ in v] == ["student", "logit", "pairwise", "adversarial", "logit+pairwise+adversarial"]
+    assert v[-1][1] == terms and v[1][1] == {"logit": 0.5}
+    with pytest.raises(ValueError, match="mapd"):
+        variants_for(terms, ["mapd"])
+    cfg = load_config(None, ["distill.teacher.model=simplebaseline_r50", "distill.teacher.checkpoint=t.pth",
+                             "distill.terms={logit: 0.5, pairwise: 0.2}", "distill.decay=[all]"])
+    base = variant_config(cfg, {}, 3, tmp_path / "s")
+    assert base.distill.teacher.model == "" and base.distill.terms == {} and base.train.seed == 3
+    one = variant_config(cfg, {"pairwise": 0.2}, 1, tmp_path / "p")
+    assert one.distill.terms == {"pairwise": 0.2} and one.distill.decay == ["pairwise"]
+    assert one.distill.teacher.checkpoint == "t.pth" and one.train.out_dir == str(tmp_path / "p")
+    rows = [{"variant": "student", "terms": "", "seed": s, "AP": ap, "AP50": 0.9, "AR": 0.5, "best_AP": ap, "time_s": 1}
+            for s, ap in ((0, 0.50), (1, 0.52))]
+    rows += [{"variant": "logit", "terms": "logit=0.5", "seed": s, "AP": ap, "AP50": 0.9, "AR": 0.5, "best_AP": ap,
+              "time_s": 1} for s, ap in ((0, 0.53), (1, 0.55))]
+    md = write_tables(rows, {"model": "r50", "AP": 0.6, "AP50": 0.95, "AR": 0.7}, tmp_path, "posedistill ablate x")
+    assert "| student | none | 0,1 | 51.00 +- 1.41 |" in md
+    assert "| logit | logit=0.5 | 0,1 | 54.00 +- 1.41 |" in md and "| +3.00 |" in md
+    assert "teacher (r50)" in md and (tmp_path / "ablation.csv").read_text().count("\n") == 5
+
+
+def test_ablate_without_teacher_checkpoint_says_so(tmp_path, capsys):
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text("distill: {teacher: {model: elpn_v2}, terms: {logit: 0.5}}\n")
+    assert ablate_main([str(cfg), "--out", str(tmp_path / "a")]) == 2
+    assert "--teacher-config" in capsys.readouterr().err

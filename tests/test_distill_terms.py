@@ -1,0 +1,49 @@
+"""The table of distillation terms and the one check of a `distill:` section."""
+from __future__ import annotations
+
+import pytest
+
+from posedistill.distill.config import DistillConfig, TeacherConfig, auto_gt_weight
+from posedistill.distill.terms import TERMS, resolve_distill_config
+from posedistill.engine.config import ConfigError, load_config
+
+TEACHER = TeacherConfig(model="elpn_v2", checkpoint="t.pth")
+
+
+def test_table_entries_are_complete():
+    assert set(TERMS) == {"logit", "pairwise", "adversarial", "mapd", "aligned", "pose"}
+    for name, term in TERMS.items():
+        assert term.needs in ("outputs", "features", "poses"), name
+        assert term.heads and set(term.heads) <= {"heatmap", "simcc"}, name
+    assert [n for n, t in TERMS.items() if t.own_optimizer] == ["adversarial"]
+
+
+def test_resolve_rejects_bad_sections():
+    with pytest.raises(ValueError, match="cache.*pairwise"):
+        resolve_distill_config(DistillConfig(teacher=TEACHER, terms={"logit": 0.5, "pairwise": 0.2}, cache=True))
+    with pytest.raises(ValueError, match="unknown term"):
+        resolve_distill_config(DistillConfig(teacher=TEACHER, terms={"logits": 0.5}))
+    with pytest.raises(ValueError, match="decay"):
+        resolve_distill_config(DistillConfig(teacher=TEACHER, terms={"logit": 0.5}, decay=["aligned"]))
+    with pytest.raises(ValueError, match="weight >= 0"):
+        resolve_distill_config(DistillConfig(teacher=TEACHER, terms={"logit": -1}))
+    with pytest.raises(ValueError, match="teacher.model is empty"):
+        resolve_distill_config(DistillConfig(terms={"logit": 0.5}))
+    with pytest.raises(ValueError, match="terms is empty"):
+        resolve_distill_config(DistillConfig(teacher=TEACHER))
+    resolve_distill_config(DistillConfig(teacher=TEACHER, terms={"logit": 0.5, "adversarial": 0.3}, cache=True))
+
+
+def test_decay_all_is_expanded_once_on_load():
+    cfg = load_config(None, ["distill.teacher.model=elpn_v2", "distill.terms={logit: 0.5, aligned: 0.1}",
+                             "distill.decay=[all]"])
+    assert cfg.distill.decay == ["logit", "aligned"]
+    with pytest.raises(ConfigError, match="distill.decay"):
+        load_config(None, ["distill.teacher.model=elpn_v2", "distill.terms={logit: 0.5}", "distill.decay=[pose]"])
+
+
+def test_auto_gt_weight():
+    assert auto_gt_weight(DistillConfig(terms={"pairwise": 0.2})) == 1.0
+    assert auto_gt_weight(DistillConfig(terms={"logit": 0.5, "pairwise": 0.2})) == 0.25
+    assert auto_gt_weight(DistillConfig(terms={"mapd": 1.0})) == pytest.approx(1 - 0.15 - 0.075)
+    assert auto_gt_weight(DistillConfig(terms={"logit": 0.5}, gt_weight=2.0)) == 2.0

@@ -1,0 +1,48 @@
+"""Config -> objects: every registered model states its head and stride, the supervised loss follows
+the codec, the teacher loads frozen."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from posedistill.codecs import HeatmapCodec, SimCCCodec
+from posedistill.distill.config import TeacherConfig
+from posedistill.engine import build
+from posedistill.engine.config import LossConfig
+from posedistill.losses import JointsMSELoss, SimCCKLLoss
+from posedistill.models import MODELS, create_model
+
+K = 3
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_states_head_type_and_stride(name):
+    model = create_model(name, num_joints=K)
+    assert model.head_type in ("heatmap", "simcc") and model.output_stride >= 1
+
+
+def test_loss_follows_codec():
+    assert isinstance(build.build_loss(LossConfig(), HeatmapCodec()), JointsMSELoss)
+    assert isinstance(build.build_loss(LossConfig(), SimCCCodec()), SimCCKLLoss)
+    with pytest.raises(ValueError, match="no supervised loss for codec"):
+        build.build_loss(LossConfig(), object())
+
+
+def test_load_teacher_frozen(tmp_path):
+    ref = create_model("simplebaseline_r18", num_joints=K)
+    path = tmp_path / "teacher.pth"
+    torch.save({"model": ref.state_dict(), "epoch": 3}, path)
+    teacher = build.load_teacher(TeacherConfig(model="simplebaseline_r18", checkpoint=str(path)), K, "cpu")
+    assert not teacher.training and all(not p.requires_grad for p in teacher.parameters())
+    teacher.train()
+    assert not teacher.model.training
+    for k, v in ref.state_dict().items():
+        assert torch.equal(teacher.model.state_dict()[k], v)
+    x = torch.randn(1, 3, 64, 64)
+    ref.eval()
+    assert torch.allclose(teacher(x), ref(x), atol=1e-5)
+    with pytest.raises(ValueError, match="checkpoint"):
+        build.load_teacher(TeacherConfig(model="simplebaseline_r18"), K, "cpu")
+    with pytest.raises(TypeError, match="model_kwargs"):
+        build.load_teacher(TeacherConfig(model="simplebaseline_r18", model_kwargs={"nope": 1}, checkpoint=str(path)),
+                           K, "cpu")
