@@ -245,6 +245,30 @@ def test_no_two_public_module_functions_share_a_name():
                               "one or make it private (allowed: SHARED_NAMES_ALLOWED in tests/test_layers.py)", found)
 
 
+DISTRIBUTED_ALLOWED = ("posedistill/engine/dist.py",)
+
+
+def torch_distributed_importers(package_dir: Path, allowed: tuple[str, ...] = DISTRIBUTED_ALLOWED) -> list[str]:
+    """Files other than `allowed` that import torch.distributed (or torch.nn.parallel's DDP)."""
+    found = []
+    for rel, tree in _parsed_files(package_dir):
+        if rel in allowed:
+            continue
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+                     if isinstance(node, ast.ImportFrom) else [])
+            if any(n.startswith(("torch.distributed", "torch.nn.parallel")) for n in names):
+                found.append(f"{rel}:{node.lineno}")
+    return found
+
+
+def test_only_engine_dist_imports_torch_distributed():
+    """DDP in one place: every process-group call and every DDP wrapper goes through engine/dist.py."""
+    found = torch_distributed_importers(PACKAGE_DIR)
+    assert not found, _report("imports of torch.distributed / DDP outside engine/dist.py", found)
+
+
 # --- the checker itself, on a synthetic tree ------------------------------------------------------
 
 TOY_LAYERS = {"toy": 0, "toy.low": 0, "toy.mid": 1, "toy.top": 2, "toy.util": 0}
@@ -351,8 +375,15 @@ def test_checker_reports_public_functions_sharing_a_name(tmp_path):
         "main: toy/cli.py, toy/commands/run.py, toy/commands/show.py, toy/engine.py"
 
 
-@pytest.mark.parametrize("module, layer", [("posedistill", 0), ("posedistill.cli", 4), ("posedistill.engine.train", 3),
+@pytest.mark.parametrize("module, layer", [("posedistill", 0), ("posedistill.cli", 4), ("posedistill.engine.loop", 3),
                                            ("posedistill.data.synthetic", 0), ("posedistill.commands.data", 4),
                                            ("posedistill.newthing", None), ("numpy", None)])
 def test_layer_of(module, layer):
     assert layer_of(module) == layer
+
+
+def test_checker_reports_torch_distributed_imports(tmp_path):
+    pkg = _write(tmp_path, {"toy/__init__.py": "", "toy/a.py": "import torch.distributed as d\n",
+                            "toy/b.py": "from torch.nn.parallel import DistributedDataParallel\n",
+                            "toy/c.py": "import torch.nn as nn\n"})
+    assert torch_distributed_importers(pkg, allowed=()) == ["toy/a.py:1", "toy/b.py:1"]
