@@ -35,7 +35,7 @@ from posedistill.engine.checkpoint import read_checkpoint, rng_state, save_check
 from posedistill.engine.config import Config, save_config
 from posedistill.engine.evaluate import autocast, evaluate, primary_metric, use_progress
 from posedistill.engine.runlog import RunLog, epoch_message, fmt_time
-from posedistill.keypoints import get_meta
+from posedistill.keypoints import KeypointMeta, get_meta
 from posedistill.tasks import OptimGroup, Task
 from posedistill.tensors import amp_dtype
 
@@ -184,7 +184,7 @@ class Run:
     info: dist.DistInfo
     model: nn.Module                  # the bare network (checkpoints, evaluation)
     codec: Any
-    meta: Any
+    meta: KeypointMeta
     task: Task
     train_len: int
     train_loader: DataLoader
