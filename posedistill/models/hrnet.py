@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from posedistill.models.pose_resnet import BN_MOMENTUM, BasicBlock, Bottleneck
+from posedistill.models.pose_resnet import BN_MOMENTUM, BasicBlock, Bottleneck, init_head_
 from posedistill.models.registry import register_model
 
 # width -> settings; the official w32/w48 256x192 configs differ only in the branch widths.
@@ -194,16 +194,9 @@ class HRNet(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        # Official init_weights: N(0, 0.001) convs, zero biases, BN 1/0. Blocks with their own
-        # init (GC zero-init for identity start) get it back afterwards.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, std=0.001)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        # Official init_weights: N(0, 0.001) convs, zero biases, BN 1/0 (HRNet has no transposed
+        # convs). Blocks with their own init (GC zero-init for identity start) get it back afterwards.
+        init_head_(self)
         for m in self.modules():
             if m is not self and hasattr(m, "reset_parameters") and not isinstance(
                     m, (nn.Conv2d, nn.BatchNorm2d, nn.LayerNorm, nn.Linear)):
