@@ -71,3 +71,13 @@ def test_ablate_without_teacher_checkpoint_says_so(tmp_path, capsys):
     cfg.write_text("distill: {teacher: {model: elpn_v2}, terms: {logit: 0.5}}\n")
     assert ablate_main([str(cfg), "--out", str(tmp_path / "a")]) == 2
     assert "--teacher-config" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["cache", "eval", "train"])
+def test_recipe_errors_are_one_line_and_exit_2(command, capsys):
+    """Every command that loads a recipe goes through commands/common.py load_recipe."""
+    module = importlib.import_module(COMMANDS[command][0])
+    extra = ["--checkpoint", "x.pth"] if command == "eval" else []
+    assert module.main(["configs/demo_base.yaml", "optim.lrr=0.1", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"posedistill {command}: ") and "optim.lr" in err
