@@ -23,9 +23,9 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from posedistill.models import list_models  # noqa: E402
+from posedistill.models import create_model_at, list_models  # noqa: E402
 from posedistill.tools.profile import (  # noqa: E402
-    count_gmacs, count_official_summary_gflops, count_params, create_profiled_model, measure_images_per_s)
+    count_gmacs, count_official_summary_gflops, count_params, measure_images_per_s)
 
 # model -> (params in M, "GFLOPs" as printed, source). Only figures for the same model at 256x192.
 PAPER_FIGURES: dict[str, tuple[float | None, float | None, str]] = {
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|")
     for name in names:
         try:
-            model = create_profiled_model(name, input_size, num_joints=17)
+            model = create_model_at(name, {"num_joints": 17}, input_size)
         except ImportError as err:  # a family whose file is missing in this checkout
             print(f"| {name} | not built: {err} | | | | | | |")
             continue

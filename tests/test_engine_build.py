@@ -46,3 +46,13 @@ def test_load_teacher_frozen(tmp_path):
     with pytest.raises(TypeError, match="model_kwargs"):
         build.load_teacher(TeacherConfig(model="simplebaseline_r18", model_kwargs={"nope": 1}, checkpoint=str(path)),
                            K, "cpu")
+
+
+def test_create_model_at_hands_input_size_only_to_factories_that_take_it():
+    from posedistill.models import create_model_at
+
+    simcc = create_model_at("simcc_r18", {"num_joints": K}, (64, 96), 3.0)
+    assert simcc.input_size == (64, 96) and simcc.split_ratio == 3.0
+    assert create_model_at("elpn_v1", {"num_joints": K}, (64, 96), 3.0).head_type == "heatmap"   # not passed on
+    # the recipe's model.kwargs win over the data section's size
+    assert create_model_at("simcc_r18", {"num_joints": K, "input_size": (32, 32)}, (64, 96)).input_size == (32, 32)

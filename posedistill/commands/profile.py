@@ -7,7 +7,8 @@ import argparse
 import torch
 
 from posedistill.models import list_models
-from posedistill.tools.profile import create_profiled_model, profile_model
+from posedistill.models import create_model_at
+from posedistill.tools.profile import profile_model
 
 
 def parse_hw(text: str) -> tuple[int, int]:
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--device cuda requested but CUDA is not available")
     rows = []
     for name in args.models:
-        model = create_profiled_model(name, input_size, args.num_joints)
+        model = create_model_at(name, {"num_joints": args.num_joints}, input_size)
         r = profile_model(model, input_size, args.device, args.warmup, args.iters, tuple(args.batch))
         rows.append({"model": name, "input": args.input, **r})
     print(format_table(rows, tuple(args.batch)))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import inspect
 import random
 
 import numpy as np
@@ -31,7 +30,7 @@ from posedistill.engine.config import (CodecConfig, Config, DataConfig, EvalConf
 from posedistill.keypoints import KeypointMeta
 from posedistill.losses.heatmap import JointsMSELoss
 from posedistill.losses.simcc import SimCCKLLoss
-from posedistill.models import MODELS, create_model
+from posedistill.models import create_model_at
 from posedistill.models.weights import load_weights
 from posedistill.tasks import DistillationTask, OptimGroup, SupervisedTask, Task
 
@@ -43,13 +42,8 @@ def build_model(cfg: ModelConfig, num_joints: int, input_size: tuple[int, int] |
     `data.input_size` / `codec.simcc_split_ratio` unless `model.kwargs` sets them."""
     kwargs = dict(cfg.kwargs)
     kwargs.setdefault("num_joints", num_joints)
-    params = inspect.signature(MODELS[cfg.name]).parameters if cfg.name in MODELS else {}
-    if input_size is not None and "input_size" in params:
-        kwargs.setdefault("input_size", tuple(input_size))
-    if split_ratio is not None and "split_ratio" in params:
-        kwargs.setdefault("split_ratio", split_ratio)
     try:
-        model = create_model(cfg.name, **kwargs)
+        model = create_model_at(cfg.name, kwargs, input_size, split_ratio)
     except TypeError as e:
         raise TypeError(f"model {cfg.name!r} rejected model.kwargs {cfg.kwargs}: {e}") from None
     if cfg.checkpoint:

@@ -5,6 +5,7 @@ calls the factory with explicit keyword arguments. Registering a name twice is a
 files can never silently shadow each other."""
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch.nn as nn
@@ -30,3 +31,16 @@ def create_model(name: str, **kwargs) -> nn.Module:
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
     return MODELS[name](**kwargs)
+
+
+def create_model_at(name: str, kwargs: dict, input_size: tuple[int, int] | None = None,
+                    split_ratio: float | None = None) -> nn.Module:
+    """`create_model(name, **kwargs)`, also handing `input_size` (width, height) and `split_ratio` to the
+    factories that take them (SimCC heads) unless `kwargs` sets them; other factories never see them."""
+    kwargs = dict(kwargs)
+    params = inspect.signature(MODELS[name]).parameters if name in MODELS else {}
+    if input_size is not None and "input_size" in params:
+        kwargs.setdefault("input_size", tuple(input_size))
+    if split_ratio is not None and "split_ratio" in params:
+        kwargs.setdefault("split_ratio", split_ratio)
+    return create_model(name, **kwargs)

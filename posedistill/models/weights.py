@@ -11,7 +11,6 @@ never downloaded): which model it is for, at which input size and joint count, w
 """
 from __future__ import annotations
 
-import inspect
 import json
 import os
 from dataclasses import dataclass, field, fields
@@ -20,7 +19,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
-from posedistill.models.registry import MODELS, create_model
+from posedistill.models.registry import create_model_at
 
 # Prefixes that wrappers put in front of every key; tried only when the keys do not match as they are.
 WRAPPER_PREFIXES = ("module.", "model.", "backbone.", "student.", "teacher.")
@@ -108,7 +107,7 @@ def _format_keys(title: str, keys: list[str], limit: int = 40) -> str:
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True,
-                    map_location: str | torch.device = "cpu") -> dict[str, list[str]]:
+                 map_location: str | torch.device = "cpu") -> dict[str, list[str]]:
     """Load weights from `path` into `model` (torch.load with weights_only=True).
 
     Raises CheckpointMismatchError naming the file and every missing / unexpected key and every
@@ -201,9 +200,7 @@ class WeightRecord:
 
     def build(self, strict: bool = True) -> nn.Module:
         """Create the registered model and load the file into it."""
-        kwargs: dict[str, Any] = {"num_joints": self.num_joints}
-        if self.model in MODELS and "input_size" in inspect.signature(MODELS[self.model]).parameters:
-            kwargs["input_size"] = self.input_size  # SimCC heads depend on the input size
-        model = create_model(self.model, **kwargs)
+        # SimCC heads depend on the input size; other factories are not given it
+        model = create_model_at(self.model, {"num_joints": self.num_joints}, tuple(self.input_size))
         load_weights(model, self.file, strict=strict)
         return model

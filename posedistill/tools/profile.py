@@ -15,15 +15,12 @@ on the command line are HEIGHTxWIDTH as the papers write them; in code `input_si
 """
 from __future__ import annotations
 
-import inspect
 import math
 import time
 
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
-
-from posedistill.models import MODELS, create_model
 
 
 def count_params(model: nn.Module) -> int:
@@ -119,11 +116,3 @@ def profile_model(model: nn.Module, input_size: tuple[int, int] = (192, 256), de
     for b in batches:
         result["images_per_s"][int(b)] = measure_images_per_s(model, input_size, b, device, warmup, iters)
     return result
-
-
-def create_profiled_model(name: str, input_size: tuple[int, int], num_joints: int = 17) -> nn.Module:
-    """create_model with num_joints, and input_size for the factories that take it (SimCC)."""
-    kwargs: dict = {"num_joints": num_joints}
-    if name in MODELS and "input_size" in inspect.signature(MODELS[name]).parameters:
-        kwargs["input_size"] = input_size
-    return create_model(name, **kwargs)
