@@ -31,6 +31,17 @@ def test_distill_command_requires_teacher(tmp_path, capsys):
     assert "cannot serve the feature term" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["distill", "cache"])
+def test_teacher_commands_name_a_missing_teacher_file(command, tmp_path, capsys):
+    module = importlib.import_module(COMMANDS[command][0])
+    missing = tmp_path / "nope.pth"
+    assert module.main(["configs/distill_synth.yaml", f"distill.teacher.checkpoint={missing}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"posedistill {command}: ") and f"{missing}: no such file" in err
+    assert module.main(["configs/distill_synth.yaml"]) == 2
+    assert "distill.teacher.checkpoint is empty" in capsys.readouterr().err
+
+
 def test_distill_cli_rejects_recipe_without_teacher(capsys):
     assert distill_main(["configs/demo_base.yaml"]) == 2
     err = capsys.readouterr().err

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from posedistill.commands.common import load_recipe
+from posedistill.commands.common import load_recipe, require_teacher
 from posedistill.distill.cache import measure_cache_error
 from posedistill.engine import build
 from posedistill.engine.dist import init_distributed
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="FILE", help="also write the numbers as JSON")
     args = p.parse_intermixed_args(argv)
-    cfg = load_recipe("posedistill cache", args.config, args.overrides)
+    cfg = load_recipe("posedistill cache", args.config, args.overrides, require_teacher)
     if cfg is None:
         return 2
     device = init_distributed(cfg.train.device).device
