@@ -21,6 +21,8 @@ LAYERS: dict[str, int] = {
     "posedistill.commands": 4,
     # 3: loop, evaluate, run log, build, checkpoint, dist, config
     "posedistill.engine": 3,
+    # 3: prediction, box sources, ONNX export, server (beside engine; only commands import it)
+    "posedistill.inference": 3,
     # 2: what one training step computes
     "posedistill.tasks": 2,
     # 1: distillation terms, teacher, cache, adversarial
