@@ -17,6 +17,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("posedistill.commands.demo", "main job on synthetic data: teacher, student, distilled student"),
     "profile": ("posedistill.commands.profile", "parameters, GMACs and images/s of a model"),
     "convert": ("posedistill.commands.convert", "convert an MMPose checkpoint to the official layout"),
+    "predict": ("posedistill.commands.predict", "run a trained model on images, a folder or a video"),
+    "export": ("posedistill.commands.export", "export a checkpoint to ONNX (checked against PyTorch)"),
+    "serve": ("posedistill.commands.serve", "HTTP server with a web page: POST /predict, GET /"),
 }
 
 

@@ -11,9 +11,14 @@ xtcocotools; MPII order from the HRNet/SimpleBaseline `mpii.py`.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+
+# Built-in sets, which must carry a sigma per joint; any other name is a custom set read from a file.
+DATASET_NAMES = ("coco", "crowdpose", "mpii")
 
 
 @dataclass(frozen=True)
@@ -28,7 +33,9 @@ class KeypointMeta:
 
     def __post_init__(self) -> None:
         k = len(self.joints)
-        for field in ("sigmas", "joint_weights"):
+        # A custom set may train without OKS sigmas; evaluation asks for them (`require_sigmas`).
+        sigmas_optional = self.sigmas == () and self.name not in DATASET_NAMES
+        for field in ("joint_weights",) if sigmas_optional else ("sigmas", "joint_weights"):
             if len(getattr(self, field)) != k:
                 raise ValueError(f"KeypointMeta {self.name!r}: {field} has {len(getattr(self, field))} "
                                  f"entries, expected {k} (one per joint)")
@@ -54,6 +61,19 @@ class KeypointMeta:
 
     def index(self, joint: str) -> int:
         return self.joints.index(joint)
+
+    def require_sigmas(self, where: str) -> None:
+        """OKS needs one sigma per joint: a custom keypoint set must give `data.keypoint_sigmas`."""
+        if len(self.sigmas) != self.num_joints:
+            raise ValueError(f"{where}: keypoint set {self.name!r} has no OKS sigmas; set data.keypoint_sigmas "
+                             f"to {self.num_joints} numbers (one per joint: {', '.join(self.joints)})")
+
+    def to_dict(self) -> dict:
+        """Plain lists and strings (checkpoints load `weights_only`); inverse of `meta_from_dict`."""
+        return {"name": self.name, "joints": list(self.joints),
+                "flip_pairs": [list(p) for p in self.flip_pairs], "skeleton": [list(p) for p in self.skeleton],
+                "sigmas": list(self.sigmas), "joint_weights": list(self.joint_weights),
+                "upper_body": list(self.upper_body)}
 
 
 COCO = KeypointMeta(
@@ -109,3 +129,63 @@ def get_meta(name: str) -> KeypointMeta:
         return DATASETS[name]
     except KeyError:
         raise KeyError(f"unknown keypoint set {name!r}; known: {sorted(DATASETS)}") from None
+
+
+def meta_from_dict(d: dict) -> KeypointMeta:
+    """A KeypointMeta from `KeypointMeta.to_dict()` output (as stored in checkpoints and ONNX files)."""
+    pairs = lambda key: tuple(tuple(int(i) for i in p) for p in d.get(key, ()))  # noqa: E731
+    return KeypointMeta(name=str(d["name"]), joints=tuple(str(j) for j in d["joints"]),
+                        flip_pairs=pairs("flip_pairs"), skeleton=pairs("skeleton"),
+                        sigmas=tuple(float(x) for x in d.get("sigmas", ())),
+                        joint_weights=tuple(float(x) for x in d["joint_weights"]),
+                        upper_body=tuple(int(i) for i in d.get("upper_body", ())))
+
+
+_SIDES = (("left_", "right_"), ("left-", "right-"), ("l_", "r_"), ("left", "right"))
+
+
+def infer_flip_pairs(joints: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+    """(left, right) index pairs from joint names that differ only by a left/right prefix
+    (`left_eye` / `right_eye`, `l_paw` / `r_paw`, `leftEar` / `rightEar`); case-insensitive."""
+    lower = [j.lower() for j in joints]
+    pairs = []
+    for i, name in enumerate(lower):
+        for left, right in _SIDES:
+            if name.startswith(left):
+                twin = right + name[len(left):]
+                if twin in lower:
+                    pairs.append((i, lower.index(twin)))
+                break
+    return tuple(pairs)
+
+
+def meta_from_category(category: dict, *, name: str, where: str, sigmas: Sequence[float] = (),
+                       flip_pairs: Sequence[Sequence[str]] = (), joint_weights: Sequence[float] = (),
+                       upper_body: Sequence[str] = ()) -> KeypointMeta:
+    """The KeypointMeta of a COCO-format category with its own `keypoints` (names) and `skeleton`
+    (1-based pairs, COCO's convention). Flip pairs are given by name or, when not given, found from
+    left/right names; joint weights default to 1; without `upper_body` names half-body augmentation
+    does nothing. `where` names the file / config key in errors."""
+    joints = category.get("keypoints")
+    if not isinstance(joints, list) or not joints or not all(isinstance(j, str) for j in joints):
+        raise ValueError(f"{where}: category 'keypoints' must be a non-empty list of joint names")
+    joints = tuple(joints)
+    skeleton = category.get("skeleton", [])
+    bad = [p for p in skeleton if not (isinstance(p, list) and len(p) == 2
+                                       and all(isinstance(i, int) and 1 <= i <= len(joints) for i in p))]
+    if bad:
+        raise ValueError(f"{where}: category 'skeleton' entries must be [a, b] with 1-based joint indices "
+                         f"1..{len(joints)}; got {bad[0]!r}")
+
+    def index_of(joint: str, key: str) -> int:
+        if joint not in joints:
+            raise ValueError(f"{where}: {key} names joint {joint!r}, which is not one of {list(joints)}")
+        return joints.index(joint)
+
+    pairs = (tuple((index_of(a, "data.flip_pairs"), index_of(b, "data.flip_pairs")) for a, b in flip_pairs)
+             if flip_pairs else infer_flip_pairs(joints))
+    return KeypointMeta(name=name, joints=joints, flip_pairs=pairs,
+                        skeleton=tuple((a - 1, b - 1) for a, b in skeleton),
+                        sigmas=tuple(float(s) for s in sigmas),
+                        joint_weights=tuple(float(w) for w in joint_weights) or (1.0,) * len(joints),
+                        upper_body=tuple(index_of(j, "data.upper_body") for j in upper_body))

@@ -10,7 +10,6 @@ from posedistill.commands.common import load_recipe, require_teacher
 from posedistill.distill.cache import measure_cache_error
 from posedistill.engine import build
 from posedistill.engine.dist import init_distributed
-from posedistill.keypoints import get_meta
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg is None:
         return 2
     device = init_distributed(cfg.train.device).device
-    meta = get_meta(cfg.data.dataset)
+    meta = build.keypoint_meta(cfg.data)
     input_size = tuple(cfg.data.input_size)
     teacher = build.load_teacher(cfg.distill.teacher, meta.num_joints, device, input_size=input_size,
                                  split_ratio=cfg.codec.simcc_split_ratio)

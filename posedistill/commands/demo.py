@@ -35,7 +35,6 @@ from posedistill.engine.config import Config, load_config
 from posedistill.engine.dist import DistInfo
 from posedistill.engine.evaluate import predict
 from posedistill.engine.loop import train
-from posedistill.keypoints import get_meta
 from posedistill.tools.profile import profile_model
 from posedistill.vis import draw_poses, save_grid
 
@@ -98,7 +97,7 @@ def draw_predictions(runs: dict[str, tuple[Config, dict]], out_png: Path, num_im
     ann = json.loads(Path(first_cfg.data.val_ann).read_text())
     image_ids = [im["id"] for im in ann["images"]][:num_images]
     files = {im["id"]: im["file_name"] for im in ann["images"]}
-    meta = get_meta(first_cfg.data.dataset)
+    meta = build.keypoint_meta(first_cfg.data)
     tiles, labels = [], []
     for label, (cfg, result) in runs.items():
         model = result["model"].cpu().eval()

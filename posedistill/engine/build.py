@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import os
 import random
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from posedistill import __version__
 from posedistill.codecs import HeatmapCodec, SimCCCodec
 from posedistill.data.coco import load_coco_instances
 from posedistill.data.mpii import load_mpii_instances
@@ -26,8 +28,9 @@ from posedistill.distill.teacher import FrozenTeacher
 from posedistill.distill.terms import TermContext, build_terms
 from posedistill.engine import dist
 from posedistill.engine.config import (CodecConfig, Config, DataConfig, EvalConfig, LossConfig, ModelConfig,
-                                       OptimConfig)
-from posedistill.keypoints import KeypointMeta
+                                       OptimConfig, config_to_dict)
+from posedistill.data.coco import read_json
+from posedistill.keypoints import DATASET_NAMES, KeypointMeta, get_meta, meta_from_category
 from posedistill.losses.heatmap import JointsMSELoss
 from posedistill.losses.simcc import SimCCKLLoss
 from posedistill.models import create_model_at
@@ -55,6 +58,17 @@ def model_from_config(cfg, num_joints: int, with_init_weights: bool = True) -> n
     """`build_model` for a whole Config (passes input size and SimCC split ratio through)."""
     mcfg = cfg.model if with_init_weights else dataclasses.replace(cfg.model, checkpoint="")
     return build_model(mcfg, num_joints, tuple(cfg.data.input_size), cfg.codec.simcc_split_ratio)
+
+
+def model_card(cfg: Config, meta: KeypointMeta, model: nn.Module) -> dict:
+    """What a checkpoint (and an ONNX export) records so that it can be rebuilt and decoded without
+    its recipe: model name and arguments, head, input size, codec, keypoint set, the whole resolved
+    recipe and the toolkit version. Plain values only (checkpoints load `weights_only`)."""
+    return {"format": 1, "posedistill_version": __version__,
+            "model": {"name": cfg.model.name, "kwargs": dict(cfg.model.kwargs)},
+            "head_type": model.head_type, "output_stride": int(model.output_stride),
+            "num_joints": meta.num_joints, "input_size": [int(v) for v in cfg.data.input_size],
+            "codec": dataclasses.asdict(cfg.codec), "keypoints": meta.to_dict(), "config": config_to_dict(cfg)}
 
 
 def heatmap_size_for(input_size: tuple[int, int], output_stride: int) -> tuple[int, int]:
@@ -104,6 +118,25 @@ def build_loss(cfg: LossConfig, codec) -> nn.Module:
     if isinstance(codec, SimCCCodec):
         return SimCCKLLoss(use_target_weight=cfg.use_target_weight)
     raise ValueError(f"no supervised loss for codec {type(codec).__name__}")
+
+
+def keypoint_meta(cfg: DataConfig) -> KeypointMeta:
+    """The recipe's keypoint set: a built-in one by name, or (`dataset: custom`) the joints and
+    skeleton of the annotation file's category with the recipe's sigmas / flip pairs / weights."""
+    if cfg.dataset != "custom":
+        return get_meta(cfg.dataset)
+    path = cfg.train_ann if os.path.isfile(cfg.train_ann) else cfg.val_ann
+    data = read_json(path)
+    cats = [c for c in data.get("categories", []) if isinstance(c, dict) and isinstance(c.get("keypoints"), list)] \
+        if isinstance(data, dict) else []
+    if not cats:
+        raise ValueError(f"{path}: data.dataset is custom, so a category with a 'keypoints' list of joint "
+                         f"names is expected in 'categories'; found none")
+    name = str(cats[0].get("name") or "custom")
+    return meta_from_category(cats[0], name=f"custom-{name}" if name in DATASET_NAMES else name,
+                              where=f"{path} categories[{data['categories'].index(cats[0])}]",
+                              sigmas=cfg.keypoint_sigmas, flip_pairs=cfg.flip_pairs,
+                              joint_weights=cfg.keypoint_weights, upper_body=cfg.upper_body)
 
 
 def _limit(instances: list, n: int) -> list:

@@ -31,7 +31,11 @@ from posedistill.distill.terms import resolve_distill_config
 
 @dataclass
 class DataConfig:
-    dataset: str = "coco"                       # keypoint set (posedistill.keypoints): coco | crowdpose | mpii
+    dataset: str = "coco"                       # keypoint set: coco | crowdpose | mpii | custom (from train_ann's category)
+    keypoint_sigmas: list[float] = field(default_factory=list)  # custom set: OKS sigma per joint (needed to evaluate)
+    flip_pairs: list[list[str]] = field(default_factory=list)   # custom set: [left, right] joint names (default: by name)
+    keypoint_weights: list[float] = field(default_factory=list)  # custom set: loss weight per joint (default 1)
+    upper_body: list[str] = field(default_factory=list)         # custom set: upper-body joints for half-body crops
     format: str = "coco"                        # annotation format: coco (COCO-style JSON, also CrowdPose) | mpii (HRNet JSON)
     train_ann: str = "data/coco/annotations/person_keypoints_train2017.json"  # training annotation file
     train_images: str = "data/coco/train2017"   # folder of the training images
@@ -349,11 +353,20 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
             merged = _set_path(merged, parts, checked)
         else:
             merged = _merge(merged, nested)
-    cfg = _build(Config, merged)
+    return _resolved(_build(Config, merged), str(path) if path is not None else "defaults")
+
+
+def _resolved(cfg: Config, source: str) -> Config:
     try:
         return dataclasses.replace(cfg, distill=resolve_distill_config(cfg.distill))
     except ValueError as e:
-        raise ConfigError(f"{path if path is not None else 'defaults'}: {e}") from None
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def config_from_dict(raw: dict, source: str) -> Config:
+    """A Config from `config_to_dict` output (as a checkpoint stores it), checked like a recipe;
+    `source` names where it came from in errors."""
+    return _resolved(_build(Config, _check(raw, Config, source)), source)
 
 
 def _is_free_form(parts: list[str]) -> bool:

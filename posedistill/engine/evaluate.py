@@ -22,7 +22,7 @@ from posedistill.engine.checkpoint import read_checkpoint
 from posedistill.engine.config import Config
 from posedistill.evaluation.coco_eval import evaluate_coco
 from posedistill.evaluation.pckh import evaluate_pckh
-from posedistill.keypoints import KeypointMeta, get_meta
+from posedistill.keypoints import KeypointMeta
 from posedistill.models.weights import load_weights
 from posedistill.tensors import amp_dtype, to_float
 
@@ -94,6 +94,7 @@ def score_predictions(predictions: list[dict], meta: KeypointMeta, data_format: 
     """COCO-style OKS AP/AR (COCO, CrowdPose, custom) or MPII PCKh@0.5 of image-pixel predictions."""
     if data_format == "mpii":
         return evaluate_pckh(predictions, ann_file, head_boxes=head_boxes or None)
+    meta.require_sigmas(f"OKS evaluation against {ann_file}")
     return evaluate_coco(predictions, ann_file, meta=meta, out_dir=str(out_dir) if out_dir else None,
                          **(eval_kwargs or {}))
 
@@ -136,7 +137,7 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str, *, flip: bool | None = Non
     """Evaluate `checkpoint` on the recipe's validation split; returns the metrics (all ranks)."""
     info = dist.init_distributed(cfg.train.device)
     device = info.device
-    meta = get_meta(cfg.data.dataset)
+    meta = build.keypoint_meta(cfg.data)
     model = build.model_from_config(cfg, meta.num_joints, with_init_weights=False)
     load_model_weights(model, checkpoint)
     codec = build.build_codec(cfg.codec, tuple(cfg.data.input_size), model.output_stride, model.head_type)

@@ -35,7 +35,7 @@ from posedistill.engine.checkpoint import read_checkpoint, rng_state, save_check
 from posedistill.engine.config import Config, save_config
 from posedistill.engine.evaluate import autocast, evaluate, primary_metric, use_progress
 from posedistill.engine.runlog import RunLog, epoch_message, fmt_time
-from posedistill.keypoints import KeypointMeta, get_meta
+from posedistill.keypoints import KeypointMeta
 from posedistill.tasks import OptimGroup, Task
 from posedistill.tensors import amp_dtype
 
@@ -194,6 +194,11 @@ class Run:
     amp: torch.dtype | None
     channels_last: bool
 
+    @property
+    def card(self) -> dict:
+        """The model card every checkpoint carries (`build.model_card`)."""
+        return build.model_card(self.cfg, self.meta, self.model)
+
 
 @dataclass
 class Progress:
@@ -210,7 +215,9 @@ def setup_run(cfg: Config) -> Run:
     info = dist.init_distributed(cfg.train.device)
     device = info.device
     seed_everything(cfg.train.seed + info.rank, cfg.train.deterministic)
-    meta = get_meta(cfg.data.dataset)
+    meta = build.keypoint_meta(cfg.data)
+    if cfg.data.format == "coco":
+        meta.require_sigmas(f"data.dataset={cfg.data.dataset} ({cfg.data.train_ann})")  # evaluation needs them
     model = build.model_from_config(cfg, meta.num_joints)
     input_size = tuple(cfg.data.input_size)
     build.check_output_shape(model, input_size)
@@ -314,14 +321,14 @@ def _save(run: Run, progress: Progress, rngs: list, metrics: dict[str, float], i
     cfg, out_dir, epoch = run.cfg, Path(run.cfg.train.out_dir), progress.epoch
     state = {"model": run.model.state_dict(), **run.optim.state_dict(), "rng": rngs, "epoch": epoch,
              "iteration": progress.iteration, "best_metric": progress.best_value, "best_epoch": progress.best_epoch,
-             "history": progress.history, "task_extra": run.task.extra_state(), "model_name": cfg.model.name}
+             "history": progress.history, "task_extra": run.task.extra_state(), "card": run.card}
     if epoch % max(cfg.train.save_interval, 1) == 0 or epoch == cfg.optim.epochs:
         save_checkpoint(state, out_dir / "last.pth")
     if cfg.train.keep_every > 0 and epoch % cfg.train.keep_every == 0:
         save_checkpoint(state, out_dir / f"epoch_{epoch}.pth")
     if improved:
         save_checkpoint({"model": state["model"], "epoch": epoch, "iteration": progress.iteration,
-                         "best_metric": progress.best_value, "metrics": metrics, "model_name": cfg.model.name},
+                         "best_metric": progress.best_value, "metrics": metrics, "card": run.card},
                         out_dir / "best.pth")
 
 

@@ -1,0 +1,150 @@
+"""`posedistill predict SRC --checkpoint F [--config C] [--out DIR] [--boxes whole|FILE] [--detector F.onnx]`.
+
+SRC is an image, a folder, a glob or a video. Writes the drawn pictures (`DIR/vis/`) or a drawn video
+(`DIR/<name>.mp4`) and `DIR/predictions.json` (COCO keypoint results, one entry per person), then one
+summary line. On a video the person detector runs every `--detect-every` frames and boxes are carried
+between by IoU and the previous frame's poses, so the pose model runs on every frame.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import torch
+from tqdm import tqdm
+
+from posedistill.commands.common import load_recipe
+from posedistill.inference.boxes import BoxTracker
+from posedistill.inference.pipeline import BACKENDS, DETECTOR_PRESETS, PosePipeline, build_pipeline
+from posedistill.inference.predictor import draw_prediction
+from posedistill.inference.sources import Source, VideoOut, coco_result, open_source, warn_skipped, write_json
+
+PROG = "posedistill predict"
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x640, got {text!r}") from None
+    return w, h
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Run a trained model on images or a video: drawn "
+                                "skeletons and COCO-results JSON.")
+    p.add_argument("source", help="an image, a folder of images, a glob ('photos/*.jpg') or a video file")
+    p.add_argument("--checkpoint", "-c", required=True, metavar="F",
+                   help="a posedistill checkpoint (.pth) or an exported model (.onnx)")
+    p.add_argument("--config", metavar="C", help="recipe (only for checkpoints without a model card)")
+    p.add_argument("--out", default="runs/predict", metavar="DIR", help="output folder (default runs/predict)")
+    p.add_argument("--boxes", metavar="whole|FILE", help="person boxes: the whole image (default) or a COCO "
+                   "detections JSON (entries matched by file_name, or image_id = numeric file name)")
+    p.add_argument("--detector", metavar="F.onnx", help="an ONNX person detector (YOLOX / RTMDet layouts: "
+                   "docs/person_detectors.md)")
+    p.add_argument("--det-preset", choices=tuple(DETECTOR_PRESETS), default="yolox",
+                   help="the detector's pre/post-processing: yolox (raw pixels, decoded boxes), yolox-grid "
+                   "(YOLOX's default export, grid decoded here), rtmdet (MMDetection mean/std)")
+    p.add_argument("--det-input", type=_size, metavar="WxH",
+                   help="detector input size, for detectors exported with a dynamic input (e.g. 640x640)")
+    p.add_argument("--det-score-thr", type=float, default=0.3, help="drop person boxes scoring below this")
+    p.add_argument("--detect-every", type=int, default=5, metavar="N",
+                   help="video with --detector: detect every N frames, track boxes in between (default 5)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help="auto: ONNX Runtime for .onnx files")
+    p.add_argument("--device", default="cpu", help="PyTorch device (cpu, cuda)")
+    p.add_argument("--flip", action="store_true", help="flip test (average with the mirrored crop)")
+    p.add_argument("--batch-size", type=int, default=16, help="crops per forward pass")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = library default)")
+    p.add_argument("--show-heatmaps", action="store_true", help="blend the joint confidence maps into the pictures")
+    p.add_argument("--kpt-thr", type=float, default=0.3, help="draw joints scoring above this")
+    p.add_argument("--no-draw", action="store_true", help="write predictions.json only")
+    return p
+
+
+def _boxes_for(args, pipeline: PosePipeline, source: Source):
+    """Per-frame box function: a tracker over the detector on videos, the pipeline's source otherwise."""
+    if not source.video or not args.detector:
+        return None
+    return BoxTracker(lambda frame: pipeline.boxes(frame, source.video), every=max(1, args.detect_every))
+
+
+def _run(args, pipeline: PosePipeline, meta, source: Source, out_dir: Path) -> dict:
+    """Every frame through the pipeline; returns counts and the results."""
+    tracker = _boxes_for(args, pipeline, source)
+    video = VideoOut(out_dir / f"{Path(source.video).stem}.mp4", source.fps, source.size) \
+        if source.video and not args.no_draw else None
+    results, skipped, frames, people_n = [], [], 0, 0
+    bar = tqdm(source.frames(), total=len(source), desc="predict", unit="img", dynamic_ncols=True,
+               disable=len(source) <= 1 or not sys.stderr.isatty())
+    try:
+        for frame in bar:
+            if frame.image is None:
+                warn_skipped(frame)
+                skipped.append(frame.path)
+                continue
+            if tracker is not None:
+                boxes, ids = tracker(frame.image)
+                people = pipeline.predictor(frame.image, boxes, keep_outputs=args.show_heatmaps)
+                tracker.update([p["keypoints"] for p in people])
+                for p, tid in zip(people, ids):
+                    p["track_id"] = int(tid)
+            else:
+                people = pipeline(frame.image, frame.path, keep_outputs=args.show_heatmaps)
+            frames += 1
+            people_n += len(people)
+            results += [coco_result(p, frame) for p in people]
+            if not args.no_draw:
+                drawn = draw_prediction(frame.image, people, meta, score_thr=args.kpt_thr,
+                                        show_heatmaps=args.show_heatmaps)
+                if video is not None:
+                    video.write(drawn)
+                else:
+                    (out_dir / "vis").mkdir(parents=True, exist_ok=True)
+                    cv2.imwrite(str(out_dir / "vis" / frame.name), drawn)
+    finally:
+        if video is not None:
+            video.close()
+    return {"results": results, "skipped": skipped, "frames": frames, "people": people_n,
+            "detector_calls": tracker.detector_calls if tracker is not None else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    cfg = None
+    if args.config:
+        cfg = load_recipe(PROG, args.config, [])
+        if cfg is None:
+            return 2
+    try:
+        source = open_source(args.source)
+        if source.video and args.boxes not in (None, "whole"):
+            raise ValueError("a detections file names images, not video frames: use --detector F.onnx or "
+                             "--boxes whole for a video")
+        pipeline, loaded = build_pipeline(args.checkpoint, cfg, boxes=args.boxes, detector=args.detector,
+                                          score_thr=args.det_score_thr, detector_input=args.det_input,
+                                          detector_preset=args.det_preset,
+                                          backend=args.backend, device=args.device,
+                                          flip_test=args.flip, batch_size=args.batch_size, threads=args.threads)
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    if args.boxes is None and args.detector is None:
+        print(f"{PROG}: no --boxes / --detector: each image is one person box (the whole image)", file=sys.stderr)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    run = _run(args, pipeline, loaded.meta, source, out_dir)
+    seconds = time.perf_counter() - start
+    path = write_json(run["results"], out_dir / "predictions.json")
+    unit = "frames" if source.video else "images"
+    skipped = f" ({len(run['skipped'])} skipped: {', '.join(run['skipped'][:3])})" if run["skipped"] else ""
+    detector = f", detector ran on {run['detector_calls']} of {run['frames']} frames" \
+        if run["detector_calls"] is not None else ""
+    print(f"{PROG}: {run['frames']} {unit}{skipped}, {run['people']} people{detector}, "
+          f"{run['frames'] / max(seconds, 1e-9):.1f} {unit}/s -> {path}")
+    return 0
