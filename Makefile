@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: demo test setup clean
+.PHONY: demo test setup browser clean
 
 $(VENV)/.installed: pyproject.toml setup.py posedistill/csrc/jpeg_band.c
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,15 @@ setup: $(VENV)/.installed
 demo: setup
 	$(VENV)/bin/posedistill demo
 
-test: setup
+# Debian's chromium for the test that loads `posedistill serve`'s page (playwright drives it; nothing
+# is downloaded from playwright's CDN). Without root or apt the test is skipped, except under CI=true.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		(apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1)); } || \
+		echo "chromium not installed: the browser test of the server page will be skipped"
+
+test: setup browser
 	# One OpenMP thread per test worker: two workers x two threads on 2 cores stall each other.
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile
 

@@ -6,6 +6,7 @@ student >= 3x the teacher.
     .venv/bin/python benchmarks/inference.py                             # demo models, 64x96, batch 1 and 8
     .venv/bin/python benchmarks/inference.py --models simcc_r18 hrnet_w32 --input 192x256 --batches 1
     .venv/bin/python benchmarks/inference.py --ort-variants basic parallel nospin   # ORT session options
+    .venv/bin/python benchmarks/inference.py --checkpoint runs/demo/student/best.pth  # + predict on a video
 
 Random weights (speed does not depend on them). Input: the demo recipes' data.input_size [64, 96]
 (width, height; configs/demo_base.yaml). Every backend is timed in interleaved rounds, in a rotated
@@ -21,6 +22,8 @@ OMP_WAIT_POLICY=PASSIVE), which inflates the ORT / eager ratio.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import statistics
 import sys
 import tempfile
@@ -33,6 +36,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from posedistill.commands.export import main as main_export  # noqa: E402
+from posedistill.commands.predict import main as main_predict  # noqa: E402
+from posedistill.data.synthetic import generate_video  # noqa: E402
 from posedistill.inference.backends import OnnxBackend, TorchBackend  # noqa: E402
 from posedistill.inference.export import export_onnx  # noqa: E402
 from posedistill.models import create_model_at, list_models  # noqa: E402
@@ -85,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=5, help="calls per backend per round")
     p.add_argument("--ort-variants", nargs="*", default=[], choices=ORT_VARIANTS[1:],
                    help="also time these ORT session options (besides the defaults)")
+    p.add_argument("--checkpoint", metavar="F", help="also time `posedistill predict` end to end on a synthetic "
+                   "video with this trained checkpoint, PyTorch against its ONNX export")
+    p.add_argument("--video-frames", type=int, default=60, help="frames of that video (640x480, 3 people)")
     args = p.parse_args(argv)
     unknown = sorted(set(args.models) - set(list_models()))
     if unknown:
@@ -110,7 +119,30 @@ def main(argv: list[str] | None = None) -> int:
                 for label, sec in _time_backends(backends, images, args.rounds, args.iters).items():
                     speed[name, label, n] = n / sec
     _report(args, speed, params, (w, h), threads)
+    if args.checkpoint:
+        _predict_video(args.checkpoint, args.video_frames, threads)
     return 0
+
+
+def _predict_video(checkpoint: str, frames: int, threads: int) -> None:
+    """`posedistill predict` frames/s on a generated walking video, everything included: read the frame,
+    crop, network, decode, draw, write the .mp4. One whole-frame box per frame (a video's boxes come from
+    a person detector, and none ships with posedistill)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = generate_video(Path(tmp) / "clip.mp4", num_frames=frames, seed=0, num_people=3)
+        onnx_file = Path(tmp) / "model.onnx"
+        with contextlib.redirect_stdout(io.StringIO()):
+            if main_export([checkpoint, "--out", str(onnx_file)]) != 0:
+                raise SystemExit(f"export of {checkpoint} failed")
+        print(f"\n`posedistill predict` on a {frames}-frame 640x480 video, whole-frame box, {threads} threads:")
+        for label, model in (("pytorch", checkpoint), ("onnxruntime", str(onnx_file))):
+            out = io.StringIO()
+            start = time.perf_counter()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+                main_predict([str(clip.path), "-c", model, "--out", str(Path(tmp) / label),
+                              "--threads", str(threads)])
+            print(f"  {label}: {frames / (time.perf_counter() - start):.1f} frames/s "
+                  f"(predict's own line: {out.getvalue().strip().split(', ')[-1]})")
 
 
 def _report(args, speed: dict, params: dict, size: tuple[int, int], threads: int) -> None:

@@ -1,6 +1,7 @@
 """What several commands share: loading a recipe at the command edge."""
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 from typing import Callable
@@ -8,6 +9,8 @@ from typing import Callable
 import torch
 
 from posedistill.engine.config import Config, ConfigError, load_config
+from posedistill.inference.pipeline import BACKENDS, DETECTOR_PRESETS, PosePipeline, build_pipeline
+from posedistill.inference.predictor import LoadedModel
 
 
 def load_recipe(prog: str, path: str, overrides: list[str],
@@ -35,3 +38,45 @@ def require_teacher(cfg: Config, config_path: str) -> None:
         raise ConfigError(f"{config_path}: distill.teacher.checkpoint is empty; give the teacher's weights file")
     if not Path(cfg.distill.teacher.checkpoint).is_file():
         raise ConfigError(f"{config_path}: distill.teacher.checkpoint {cfg.distill.teacher.checkpoint}: no such file")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x640, got {text!r}") from None
+    return w, h
+
+
+def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `predict` and `serve` that choose the model's backend and the person boxes."""
+    p.add_argument("--config", metavar="C", help="recipe (only for checkpoints without a model card)")
+    p.add_argument("--boxes", metavar="whole|FILE", help="person boxes: the whole image (default) or a COCO "
+                   "detections JSON (entries matched by file_name, or image_id = numeric file name)")
+    p.add_argument("--detector", metavar="F.onnx", help="an ONNX person detector (YOLOX / RTMDet layouts: "
+                   "docs/person_detectors.md)")
+    p.add_argument("--det-preset", choices=tuple(DETECTOR_PRESETS), default="yolox",
+                   help="the detector's pre/post-processing: yolox (raw pixels, decoded boxes), yolox-grid "
+                   "(YOLOX's default export, grid decoded here), rtmdet (MMDetection mean/std)")
+    p.add_argument("--det-input", type=_size, metavar="WxH",
+                   help="detector input size, for detectors exported with a dynamic input (e.g. 640x640)")
+    p.add_argument("--det-score-thr", type=float, default=0.3, help="drop person boxes scoring below this")
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help="auto: ONNX Runtime for .onnx files")
+    p.add_argument("--device", default="cpu", help="PyTorch device (cpu, cuda)")
+    p.add_argument("--flip", action="store_true", help="flip test (average with the mirrored crop)")
+    p.add_argument("--batch-size", type=int, default=16, help="crops per forward pass")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = library default)")
+
+
+def pipeline_from_args(model: str, args: argparse.Namespace) -> tuple[PosePipeline, LoadedModel]:
+    """`build_pipeline` from `add_pipeline_arguments`' options; raises ValueError / OSError / KeyError /
+    RuntimeError with a one-line message for the command to print."""
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    cfg = load_config(args.config, []) if args.config else None   # ConfigError is a ValueError
+    if not Path(model).is_file():
+        raise FileNotFoundError(f"model file {model} does not exist")
+    return build_pipeline(model, cfg, boxes=args.boxes, detector=args.detector, score_thr=args.det_score_thr,
+                          detector_input=args.det_input, detector_preset=args.det_preset,
+                          backend=args.backend, device=args.device, flip_test=args.flip,
+                          batch_size=args.batch_size, threads=args.threads)

@@ -13,24 +13,15 @@ import time
 from pathlib import Path
 
 import cv2
-import torch
 from tqdm import tqdm
 
-from posedistill.commands.common import load_recipe
+from posedistill.commands.common import add_pipeline_arguments, pipeline_from_args
 from posedistill.inference.boxes import BoxTracker
-from posedistill.inference.pipeline import BACKENDS, DETECTOR_PRESETS, PosePipeline, build_pipeline
+from posedistill.inference.pipeline import PosePipeline
 from posedistill.inference.predictor import draw_prediction
 from posedistill.inference.sources import Source, VideoOut, coco_result, open_source, warn_skipped, write_json
 
 PROG = "posedistill predict"
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x640, got {text!r}") from None
-    return w, h
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,25 +30,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="an image, a folder of images, a glob ('photos/*.jpg') or a video file")
     p.add_argument("--checkpoint", "-c", required=True, metavar="F",
                    help="a posedistill checkpoint (.pth) or an exported model (.onnx)")
-    p.add_argument("--config", metavar="C", help="recipe (only for checkpoints without a model card)")
     p.add_argument("--out", default="runs/predict", metavar="DIR", help="output folder (default runs/predict)")
-    p.add_argument("--boxes", metavar="whole|FILE", help="person boxes: the whole image (default) or a COCO "
-                   "detections JSON (entries matched by file_name, or image_id = numeric file name)")
-    p.add_argument("--detector", metavar="F.onnx", help="an ONNX person detector (YOLOX / RTMDet layouts: "
-                   "docs/person_detectors.md)")
-    p.add_argument("--det-preset", choices=tuple(DETECTOR_PRESETS), default="yolox",
-                   help="the detector's pre/post-processing: yolox (raw pixels, decoded boxes), yolox-grid "
-                   "(YOLOX's default export, grid decoded here), rtmdet (MMDetection mean/std)")
-    p.add_argument("--det-input", type=_size, metavar="WxH",
-                   help="detector input size, for detectors exported with a dynamic input (e.g. 640x640)")
-    p.add_argument("--det-score-thr", type=float, default=0.3, help="drop person boxes scoring below this")
+    add_pipeline_arguments(p)
     p.add_argument("--detect-every", type=int, default=5, metavar="N",
                    help="video with --detector: detect every N frames, track boxes in between (default 5)")
-    p.add_argument("--backend", choices=BACKENDS, default="auto", help="auto: ONNX Runtime for .onnx files")
-    p.add_argument("--device", default="cpu", help="PyTorch device (cpu, cuda)")
-    p.add_argument("--flip", action="store_true", help="flip test (average with the mirrored crop)")
-    p.add_argument("--batch-size", type=int, default=16, help="crops per forward pass")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = library default)")
     p.add_argument("--show-heatmaps", action="store_true", help="blend the joint confidence maps into the pictures")
     p.add_argument("--kpt-thr", type=float, default=0.3, help="draw joints scoring above this")
     p.add_argument("--no-draw", action="store_true", help="write predictions.json only")
@@ -113,24 +89,13 @@ def _run(args, pipeline: PosePipeline, meta, source: Source, out_dir: Path) -> d
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    cfg = None
-    if args.config:
-        cfg = load_recipe(PROG, args.config, [])
-        if cfg is None:
-            return 2
     try:
         source = open_source(args.source)
         if source.video and args.boxes not in (None, "whole"):
             raise ValueError("a detections file names images, not video frames: use --detector F.onnx or "
                              "--boxes whole for a video")
-        pipeline, loaded = build_pipeline(args.checkpoint, cfg, boxes=args.boxes, detector=args.detector,
-                                          score_thr=args.det_score_thr, detector_input=args.det_input,
-                                          detector_preset=args.det_preset,
-                                          backend=args.backend, device=args.device,
-                                          flip_test=args.flip, batch_size=args.batch_size, threads=args.threads)
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as e:
+        pipeline, loaded = pipeline_from_args(args.checkpoint, args)
+    except (ValueError, KeyError, OSError, RuntimeError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     if args.boxes is None and args.detector is None:
