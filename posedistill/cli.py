@@ -4,7 +4,10 @@ command runs so that `posedistill --help` stays instant."""
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+
+from posedistill.errors import PosedistillError
 
 # command -> (module, one-line help). Flat and explicit: grep finds every entry point.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -27,12 +30,25 @@ def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: posedistill COMMAND [ARGS...]", "", "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "`posedistill COMMAND --help` shows a command's options."]
+    lines += ["", "`posedistill COMMAND --help` shows a command's options; `--debug` (or POSEDISTILL_DEBUG=1)",
+              "shows the traceback of an error."]
     return "\n".join(lines)
+
+
+def report(command: str, error: BaseException) -> int:
+    """One line `posedistill COMMAND: error: ...` (and a hint line) for an expected failure; its exit code."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    print(f"posedistill {command}: error: {message}", file=sys.stderr)
+    hint = getattr(error, "hint", "")
+    if hint:
+        print(f"posedistill {command}: hint: {hint}", file=sys.stderr)
+    return int(getattr(error, "exit_code", 2))
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("POSEDISTILL_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
@@ -40,7 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"posedistill: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    return int(importlib.import_module(COMMANDS[name][0]).main(rest) or 0)
+    try:
+        return int(importlib.import_module(COMMANDS[name][0]).main(rest) or 0)
+    except PosedistillError as e:   # expected: bad input, config, checkpoint, stopped training
+        if debug:
+            if getattr(e, "details", ""):
+                print(e.details, file=sys.stderr)
+            raise
+        return report(name, e)
 
 
 if __name__ == "__main__":

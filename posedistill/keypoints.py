@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from posedistill.errors import InputError, UnknownNameError
+
 
 # Built-in sets, which must carry a sigma per joint; any other name is a custom set read from a file.
 DATASET_NAMES = ("coco", "crowdpose", "mpii")
@@ -37,11 +39,11 @@ class KeypointMeta:
         sigmas_optional = self.sigmas == () and self.name not in DATASET_NAMES
         for field in ("joint_weights",) if sigmas_optional else ("sigmas", "joint_weights"):
             if len(getattr(self, field)) != k:
-                raise ValueError(f"KeypointMeta {self.name!r}: {field} has {len(getattr(self, field))} "
+                raise InputError(f"KeypointMeta {self.name!r}: {field} has {len(getattr(self, field))} "
                                  f"entries, expected {k} (one per joint)")
         for a, b in self.flip_pairs + self.skeleton:
             if not (0 <= a < k and 0 <= b < k):
-                raise ValueError(f"KeypointMeta {self.name!r}: joint index pair ({a}, {b}) out of range 0..{k - 1}")
+                raise InputError(f"KeypointMeta {self.name!r}: joint index pair ({a}, {b}) out of range 0..{k - 1}")
 
     @property
     def num_joints(self) -> int:
@@ -65,7 +67,7 @@ class KeypointMeta:
     def require_sigmas(self, where: str) -> None:
         """OKS needs one sigma per joint: a custom keypoint set must give `data.keypoint_sigmas`."""
         if len(self.sigmas) != self.num_joints:
-            raise ValueError(f"{where}: keypoint set {self.name!r} has no OKS sigmas; set data.keypoint_sigmas "
+            raise InputError(f"{where}: keypoint set {self.name!r} has no OKS sigmas; set data.keypoint_sigmas "
                              f"to {self.num_joints} numbers (one per joint: {', '.join(self.joints)})")
 
     def to_dict(self) -> dict:
@@ -128,7 +130,7 @@ def get_meta(name: str) -> KeypointMeta:
     try:
         return DATASETS[name]
     except KeyError:
-        raise KeyError(f"unknown keypoint set {name!r}; known: {sorted(DATASETS)}") from None
+        raise UnknownNameError(f"unknown keypoint set {name!r}; known: {sorted(DATASETS)}") from None
 
 
 def meta_from_dict(d: dict) -> KeypointMeta:
@@ -168,18 +170,18 @@ def meta_from_category(category: dict, *, name: str, where: str, sigmas: Sequenc
     does nothing. `where` names the file / config key in errors."""
     joints = category.get("keypoints")
     if not isinstance(joints, list) or not joints or not all(isinstance(j, str) for j in joints):
-        raise ValueError(f"{where}: category 'keypoints' must be a non-empty list of joint names")
+        raise InputError(f"{where}: category 'keypoints' must be a non-empty list of joint names")
     joints = tuple(joints)
     skeleton = category.get("skeleton", [])
     bad = [p for p in skeleton if not (isinstance(p, list) and len(p) == 2
                                        and all(isinstance(i, int) and 1 <= i <= len(joints) for i in p))]
     if bad:
-        raise ValueError(f"{where}: category 'skeleton' entries must be [a, b] with 1-based joint indices "
+        raise InputError(f"{where}: category 'skeleton' entries must be [a, b] with 1-based joint indices "
                          f"1..{len(joints)}; got {bad[0]!r}")
 
     def index_of(joint: str, key: str) -> int:
         if joint not in joints:
-            raise ValueError(f"{where}: {key} names joint {joint!r}, which is not one of {list(joints)}")
+            raise InputError(f"{where}: {key} names joint {joint!r}, which is not one of {list(joints)}")
         return joints.index(joint)
 
     pairs = (tuple((index_of(a, "data.flip_pairs"), index_of(b, "data.flip_pairs")) for a, b in flip_pairs)

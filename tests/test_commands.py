@@ -8,9 +8,7 @@ import pytest
 
 from posedistill.cli import COMMANDS
 from posedistill.cli import main as cli_main
-from posedistill.commands.ablate import main as ablate_main
 from posedistill.commands.ablate import variant_config, variants_for, write_tables
-from posedistill.commands.distill import main as distill_main
 from posedistill.engine.config import load_config
 
 
@@ -24,32 +22,31 @@ def test_every_command_module_has_a_main(capsys):
 def test_distill_command_requires_teacher(tmp_path, capsys):
     cfg = tmp_path / "r.yaml"
     cfg.write_text("model: {name: simplebaseline_r18}\n")
-    assert distill_main([str(cfg)]) == 2
+    assert cli_main(["distill", str(cfg)]) == 2
     assert "distill.teacher.model is empty" in capsys.readouterr().err
     cfg.write_text("distill: {teacher: {model: simplebaseline_r50, checkpoint: x.pth}, terms: {pairwise: 0.2}, cache: true}\n")
-    assert distill_main([str(cfg)]) == 2
+    assert cli_main(["distill", str(cfg)]) == 2
     assert "cannot serve the feature term" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["distill", "cache"])
 def test_teacher_commands_name_a_missing_teacher_file(command, tmp_path, capsys):
-    module = importlib.import_module(COMMANDS[command][0])
     missing = tmp_path / "nope.pth"
-    assert module.main(["configs/distill_synth.yaml", f"distill.teacher.checkpoint={missing}"]) == 2
+    assert cli_main([command, "configs/distill_synth.yaml", f"distill.teacher.checkpoint={missing}"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"posedistill {command}: ") and f"{missing}: no such file" in err
-    assert module.main(["configs/distill_synth.yaml"]) == 2
+    assert cli_main([command, "configs/distill_synth.yaml"]) == 2
     assert "distill.teacher.checkpoint is empty" in capsys.readouterr().err
 
 
 def test_distill_cli_rejects_recipe_without_teacher(capsys):
-    assert distill_main(["configs/demo_base.yaml"]) == 2
+    assert cli_main(["distill", "configs/demo_base.yaml"]) == 2
     err = capsys.readouterr().err
     assert "distill.teacher.model is empty" in err and "configs/demo_base.yaml" in err
 
 
 def test_distill_cli_rejects_unknown_key(capsys):
-    assert distill_main(["configs/demo_base.yaml", "optim.lrr=0.1"]) == 2
+    assert cli_main(["distill", "configs/demo_base.yaml", "optim.lrr=0.1"]) == 2
     assert "optim.lr" in capsys.readouterr().err
 
 
@@ -80,15 +77,14 @@ def test_ablation_variants_and_table(tmp_path):
 def test_ablate_without_teacher_checkpoint_says_so(tmp_path, capsys):
     cfg = tmp_path / "r.yaml"
     cfg.write_text("distill: {teacher: {model: elpn_v2}, terms: {logit: 0.5}}\n")
-    assert ablate_main([str(cfg), "--out", str(tmp_path / "a")]) == 2
+    assert cli_main(["ablate", str(cfg), "--out", str(tmp_path / "a")]) == 2
     assert "--teacher-config" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["cache", "eval", "train"])
 def test_recipe_errors_are_one_line_and_exit_2(command, capsys):
     """Every command that loads a recipe goes through commands/common.py load_recipe."""
-    module = importlib.import_module(COMMANDS[command][0])
     extra = ["--checkpoint", "x.pth"] if command == "eval" else []
-    assert module.main(["configs/demo_base.yaml", "optim.lrr=0.1", *extra]) == 2
+    assert cli_main([command, "configs/demo_base.yaml", "optim.lrr=0.1", *extra]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"posedistill {command}: ") and "optim.lr" in err

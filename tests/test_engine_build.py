@@ -9,6 +9,7 @@ from posedistill.codecs import HeatmapCodec, SimCCCodec
 from posedistill.distill.config import TeacherConfig
 from posedistill.engine import build
 from posedistill.engine.config import LossConfig
+from posedistill.errors import InputError
 from posedistill.losses import JointsMSELoss, SimCCKLLoss
 from posedistill.models import MODELS, create_model
 
@@ -43,7 +44,7 @@ def test_load_teacher_frozen(tmp_path):
     assert torch.allclose(teacher(x), ref(x), atol=1e-5)
     with pytest.raises(ValueError, match="checkpoint"):
         build.load_teacher(TeacherConfig(model="simplebaseline_r18"), K, "cpu")
-    with pytest.raises(TypeError, match="model_kwargs"):
+    with pytest.raises(InputError, match="model_kwargs"):
         build.load_teacher(TeacherConfig(model="simplebaseline_r18", model_kwargs={"nope": 1}, checkpoint=str(path)),
                            K, "cpu")
 

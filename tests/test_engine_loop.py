@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from posedistill.cli import main as cli_main
 from posedistill.commands.demo import generate_data
 from posedistill.commands.eval import main as main_eval
 from posedistill.commands.train import main as main_train
@@ -98,7 +99,7 @@ def _write_recipe(tmp_path):
 
 
 def test_typo_on_command_line_is_rejected(tmp_path, capsys):
-    assert main_train([str(_write_recipe(tmp_path)), "optim.lr_stpe=3"]) == 2
+    assert cli_main(["train", str(_write_recipe(tmp_path)), "optim.lr_stpe=3"]) == 2
     err = capsys.readouterr().err
     assert "optim.lr_stpe" in err and "did you mean" in err
 

@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from posedistill.cli import main as cli_main
 from posedistill.commands.export import main as main_export
 from posedistill.engine import build
 from posedistill.engine.checkpoint import read_checkpoint, save_checkpoint
@@ -188,9 +189,9 @@ def test_export_command_writes_a_file_predict_can_open(checkpoint, tmp_path, cap
 def test_export_command_errors_are_one_line(checkpoint, tmp_path, capsys):
     bare = tmp_path / "bare.pth"
     save_checkpoint({"model": read_checkpoint(checkpoint)["model"]}, bare)    # no model card, no --config
-    assert main_export([str(bare), "--out", str(tmp_path / "x.onnx")]) == 2
+    assert cli_main(["export", str(bare), "--out", str(tmp_path / "x.onnx")]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "--config" in err
-    assert main_export([str(checkpoint), "--opset", "13", "--out", str(tmp_path / "x.onnx")]) == 2
+    assert cli_main(["export", str(checkpoint), "--opset", "13", "--out", str(tmp_path / "x.onnx")]) == 2
     assert "opset 13" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from posedistill.cli import main as cli_main
 from posedistill.commands.demo import generate_data
 from posedistill.commands.eval import main as main_eval
 from posedistill.commands.export import main as main_export
@@ -131,7 +132,7 @@ def test_predict_video_keeps_every_frame_and_detects_every_n(checkpoint, tmp_pat
     clip = _moving_box_video(tmp_path / "clip.mp4", 10)
     detector = _export(End2End(), tmp_path / "det.onnx", (256, 320), "input", ["dets", "labels"], dynamic=True)
     out = tmp_path / "pred"
-    assert main_predict([str(clip), "-c", str(checkpoint), "--detector", str(detector), "--det-input", "320x256",
+    assert cli_main(["predict", str(clip), "-c", str(checkpoint), "--detector", str(detector), "--det-input", "320x256",
                          "--detect-every", "4", "--out", str(out)]) == 0
     cap = cv2.VideoCapture(str(out / "clip.mp4"))
     frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -147,7 +148,7 @@ def test_predict_on_a_generated_walking_video(checkpoint, tmp_path):
     """`posedistill data video` output through predict with whole-frame boxes: frame count preserved."""
     clip = generate_video(tmp_path / "walk.mp4", num_frames=6, seed=1, size=(160, 120), num_people=1)
     out = tmp_path / "pred"
-    assert main_predict([str(clip.path), "-c", str(checkpoint), "--out", str(out)]) == 0
+    assert cli_main(["predict", str(clip.path), "-c", str(checkpoint), "--out", str(out)]) == 0
     cap = cv2.VideoCapture(str(out / "walk.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
     cap.release()
@@ -155,10 +156,10 @@ def test_predict_on_a_generated_walking_video(checkpoint, tmp_path):
 
 
 def test_predict_errors_are_one_line(checkpoint, tmp_path, capsys):
-    assert main_predict([str(tmp_path / "nothing_here"), "-c", str(checkpoint)]) == 2
+    assert cli_main(["predict", str(tmp_path / "nothing_here"), "-c", str(checkpoint)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "nothing_here" in err
-    assert main_predict([str(COCO_IMAGES), "-c", str(checkpoint), "--backend", "onnxruntime"]) == 2
+    assert cli_main(["predict", str(COCO_IMAGES), "-c", str(checkpoint), "--backend", "onnxruntime"]) == 2
     assert "posedistill export" in capsys.readouterr().err
 
 

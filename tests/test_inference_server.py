@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import uvicorn
 
+from posedistill.cli import main as cli_main
 from posedistill.commands.demo import generate_data
-from posedistill.commands.serve import main as serve_main
 from posedistill.engine.config import load_config
 from posedistill.engine.loop import train
 from posedistill.inference.server import create_app
@@ -208,7 +208,7 @@ def test_one_failing_image_does_not_fail_its_batch_mates():
 
 
 def test_serve_errors_are_one_line_and_exit_2(tmp_path, capsys):
-    assert serve_main([str(tmp_path / "missing.pth")]) == 2
+    assert cli_main(["serve", str(tmp_path / "missing.pth")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("posedistill serve: error: ") and "missing.pth" in err and err.count("\n") == 1
 

@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "posedistill.keypoints": 0,
     "posedistill.vis": 0,
     "posedistill.tensors": 0,
+    "posedistill.errors": 0,
     "posedistill._jpeg_band": 0,  # C extension built from csrc/jpeg_band.c (setup.py)
 }
 

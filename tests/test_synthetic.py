@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from posedistill.cli import main as cli_main
 from posedistill.data import synth_render as R
 from posedistill.commands.data import main
 from posedistill.data.synthetic import FORMAT_POINTS, generate_dataset, generate_video, render_image, scene_config
@@ -201,8 +202,8 @@ def test_cli_synth_and_video(tmp_path, capsys):
     assert (out / "annotations" / "detections_val.json").is_file()
     assert (tmp_path / "p.png").is_file()
     assert len(list((out / "images").glob("*.jpg"))) == 2
-    assert main(["synth", "--out", str(out), "--images", "0"]) == 2
-    assert "num_images" in capsys.readouterr().out
+    assert cli_main(["data", "synth", "--out", str(out), "--images", "0"]) == 2
+    assert "num_images" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["synth", "--out", str(out), "--images", "1", "--size", "big"])
     with pytest.raises(ValueError, match="format must be one of"):

@@ -63,11 +63,12 @@ def test_mismatch_names_keys_and_file(tmp_path, reference):
     torch.save(sd, path)
     with pytest.raises(CheckpointMismatchError) as info:
         load_weights(_small(), path)
-    msg = str(info.value)
-    assert "broken.pth" in msg
-    assert "missing keys (1): final_layer.bias" in msg
-    assert "unexpected keys (1): head.extra.weight" in msg
+    msg, details = str(info.value), info.value.details
+    # one line that counts each kind and names the first; every key in `details` (printed by --debug)
+    assert "\n" not in msg and "broken.pth" in msg
+    assert "1 missing keys (first: final_layer.bias)" in msg and "1 unexpected keys (first: head.extra.weight)" in msg
     assert "final_layer.weight: checkpoint (5, 8, 1, 1) vs model (3, 8, 1, 1)" in msg
+    assert "missing keys (1): final_layer.bias" in details and "unexpected keys (1): head.extra.weight" in details
     # strict=False tolerates missing / unexpected keys but never a wrong shape
     with pytest.raises(CheckpointMismatchError, match="shape mismatches"):
         load_weights(_small(), path, strict=False)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from posedistill.errors import InputError
 from posedistill.distill.config import DistillConfig
 from posedistill.engine import dist
 from posedistill.engine.config import ConfigError, load_config
@@ -36,7 +37,7 @@ def variants_for(terms: dict[str, float], chosen: list[str]) -> list[tuple[str, 
     """[(name, terms)]: baseline, each chosen term alone, all chosen terms (when more than one)."""
     missing = [t for t in chosen if t not in terms]
     if missing:
-        raise ValueError(f"--terms {missing} are not in the recipe's distill.terms {sorted(terms)} (their weights "
+        raise InputError(f"--terms {missing} are not in the recipe's distill.terms {sorted(terms)} (their weights "
                          f"come from there)")
     out = [("student", {})]
     out += [(t, {t: terms[t]}) for t in chosen]
@@ -171,17 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_intermixed_args(argv)
     out = Path(args.out)
     command = "posedistill ablate " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    try:
-        cfg = load_config(args.config, args.overrides)
-        if not cfg.distill.teacher.model or not cfg.distill.terms:
-            raise ConfigError(f"{args.config}: distill.teacher.model and distill.terms must be set for an ablation")
-        variants = variants_for(cfg.distill.terms, args.terms or list(cfg.distill.terms))
-        teacher_cfg = load_config(args.teacher_config, args.overrides) if args.teacher_config else None
-        out.mkdir(parents=True, exist_ok=True)
-        ckpt = _teacher_checkpoint(cfg, teacher_cfg, out)
-    except (ConfigError, ValueError) as e:
-        print(f"posedistill ablate: {e}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, args.overrides)
+    if not cfg.distill.teacher.model or not cfg.distill.terms:
+        raise ConfigError(f"{args.config}: distill.teacher.model and distill.terms must be set for an ablation")
+    variants = variants_for(cfg.distill.terms, args.terms or list(cfg.distill.terms))
+    teacher_cfg = load_config(args.teacher_config, args.overrides) if args.teacher_config else None
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = _teacher_checkpoint(cfg, teacher_cfg, out)
     cfg = dataclasses.replace(cfg, distill=dataclasses.replace(
         cfg.distill, teacher=dataclasses.replace(cfg.distill.teacher, checkpoint=str(ckpt))))
     rows: list[dict] = []

@@ -22,9 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="FILE", help="also write the numbers as JSON")
     args = p.parse_intermixed_args(argv)
-    cfg = load_recipe("posedistill cache", args.config, args.overrides, require_teacher)
-    if cfg is None:
-        return 2
+    cfg = load_recipe(args.config, args.overrides, require_teacher)
     device = init_distributed(cfg.train.device).device
     meta = build.keypoint_meta(cfg.data)
     input_size = tuple(cfg.data.input_size)

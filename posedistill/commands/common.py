@@ -2,28 +2,23 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from posedistill.engine.config import Config, ConfigError, load_config
+from posedistill.errors import MissingFileError
 from posedistill.inference.pipeline import BACKENDS, DETECTOR_PRESETS, PosePipeline, build_pipeline
 from posedistill.inference.predictor import LoadedModel
 
 
-def load_recipe(prog: str, path: str, overrides: list[str],
-                check: Callable[[Config, str], None] | None = None) -> Config | None:
+def load_recipe(path: str, overrides: list[str], check: Callable[[Config, str], None] | None = None) -> Config:
     """The recipe at `path` with `overrides`, checked by `check(cfg, path)` when given, with torch's CPU
-    threads set from `train.threads`; or None after printing `prog: <error>` (the command exits 2)."""
-    try:
-        cfg = load_config(path, overrides)
-        if check is not None:
-            check(cfg, path)
-    except (ConfigError, ValueError) as e:
-        print(f"{prog}: {e}", file=sys.stderr)
-        return None
+    threads set from `train.threads`. A bad recipe raises ConfigError (cli.py prints it in one line)."""
+    cfg = load_config(path, overrides)
+    if check is not None:
+        check(cfg, path)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     return cfg
@@ -69,13 +64,12 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def pipeline_from_args(model: str, args: argparse.Namespace) -> tuple[PosePipeline, LoadedModel]:
-    """`build_pipeline` from `add_pipeline_arguments`' options; raises ValueError / OSError / KeyError /
-    RuntimeError with a one-line message for the command to print."""
+    """`build_pipeline` from `add_pipeline_arguments`' options."""
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config, []) if args.config else None   # ConfigError is a ValueError
     if not Path(model).is_file():
-        raise FileNotFoundError(f"model file {model} does not exist")
+        raise MissingFileError(f"model file {model} does not exist")
     return build_pipeline(model, cfg, boxes=args.boxes, detector=args.detector, score_thr=args.det_score_thr,
                           detector_input=args.det_input, detector_preset=args.det_preset,
                           backend=args.backend, device=args.device, flip_test=args.flip,

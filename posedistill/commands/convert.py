@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from posedistill.models.convert import ARCHS, _unwrap, convert_mmpose_checkpoint, save_atomic
+from posedistill.models.weights import safe_load
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,11 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output", help="where to write the converted state dict")
     parser.add_argument("--arch", required=True, choices=ARCHS)
     args = parser.parse_args(argv)
-    obj = torch.load(args.input, map_location="cpu", weights_only=True)
-    try:
-        converted = convert_mmpose_checkpoint(_unwrap(obj, args.input), args.arch)
-    except ValueError as err:
-        raise SystemExit(f"{args.input}: {err}") from None
+    obj = safe_load(args.input)
+    converted = convert_mmpose_checkpoint(_unwrap(obj, args.input), args.arch)   # InputError names the key
     save_atomic(converted, args.output)
     print(f"wrote {len(converted)} tensors ({args.arch}, official layout) to {args.output}")
     return 0

@@ -46,26 +46,22 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--fps", type=float, default=15.0)
     v.add_argument("--people", type=int, default=3)
     args = p.parse_args(argv)
-    try:
-        if args.cmd == "synth":
-            res = generate_dataset(args.out, args.images, args.seed, fmt=args.format, size=args.size,
-                                   difficulty=args.difficulty, missing_label_rate=args.missing_label_rate,
-                                   split=args.split_name, segmentation=not args.no_segmentation,
-                                   preview=args.preview, progress=args.images >= 200)
-            print(f"wrote {res.num_images} images ({res.num_people} people) to {res.image_dir}")
-            print(f"annotations: {res.ann_file}")
-            for label, path in (("detections", res.det_file), ("full truth", res.complete_ann_file),
-                                ("preview", res.preview)):
-                if path is not None:
-                    print(f"{label}: {path}")
-        else:
-            res = generate_video(args.out, args.frames, args.seed, size=args.size, fps=args.fps,
-                                 num_people=args.people)
-            what = "MP4" if res.kind == "mp4" else "JPEG frames (no MP4 writer available)"
-            print(f"wrote {args.frames} frames as {what}: {res.path}\nkeypoints: {res.keypoints_file}")
-    except ValueError as e:
-        print(f"posedistill data {args.cmd}: {e}")
-        return 2
+    if args.cmd == "synth":
+        res = generate_dataset(args.out, args.images, args.seed, fmt=args.format, size=args.size,
+                               difficulty=args.difficulty, missing_label_rate=args.missing_label_rate,
+                               split=args.split_name, segmentation=not args.no_segmentation,
+                               preview=args.preview, progress=args.images >= 200)
+        print(f"wrote {res.num_images} images ({res.num_people} people) to {res.image_dir}")
+        print(f"annotations: {res.ann_file}")
+        for label, path in (("detections", res.det_file), ("full truth", res.complete_ann_file),
+                            ("preview", res.preview)):
+            if path is not None:
+                print(f"{label}: {path}")
+    else:
+        res = generate_video(args.out, args.frames, args.seed, size=args.size, fps=args.fps,
+                             num_people=args.people)
+        what = "MP4" if res.kind == "mp4" else "JPEG frames (no MP4 writer available)"
+        print(f"wrote {args.frames} frames as {what}: {res.path}\nkeypoints: {res.keypoints_file}")
     return 0
 
 

@@ -19,9 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--boxes", metavar="gt|FILE", help="person boxes: ground truth or a detection results JSON")
     p.add_argument("--out", metavar="DIR", help="where results JSON goes (default: CHECKPOINT_DIR/eval)")
     args = p.parse_intermixed_args(argv)
-    cfg = load_recipe("posedistill eval", args.config, args.overrides)
-    if cfg is None:
-        return 2
+    cfg = load_recipe(args.config, args.overrides)
     try:
         metrics = evaluate_checkpoint(cfg, args.checkpoint, flip=args.flip, boxes=args.boxes, out_dir=args.out)
     finally:

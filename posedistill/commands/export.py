@@ -8,7 +8,6 @@ Exit 1 when the parity is above PARITY_TOLERANCE (the file is kept, for inspecti
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from posedistill.commands.common import load_recipe
@@ -32,21 +31,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    cfg = None
-    if args.config:
-        cfg = load_recipe(PROG, args.config, [])
-        if cfg is None:
-            return 2
+    cfg = load_recipe(args.config, []) if args.config else None
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")
-    try:
-        loaded = load_model(args.checkpoint, cfg)
-        # The checkpoint's own card, unless --config rebuilt the model from another recipe (or it has none).
-        card = loaded.card if loaded.card and cfg is None else build.model_card(loaded.cfg, loaded.meta, loaded.model)
-        path = export_onnx(loaded.model, out, loaded.input_size, metadata=card, opset=args.opset)
-        parity = check_parity(loaded.model, path, loaded.input_size)
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError, ImportError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+    loaded = load_model(args.checkpoint, cfg)
+    # The checkpoint's own card, unless --config rebuilt the model from another recipe (or it has none).
+    card = loaded.card if loaded.card and cfg is None else build.model_card(loaded.cfg, loaded.meta, loaded.model)
+    path = export_onnx(loaded.model, out, loaded.input_size, metadata=card, opset=args.opset)
+    parity = check_parity(loaded.model, path, loaded.input_size)
     ok = parity <= PARITY_TOLERANCE
     print(f"{PROG}: {path} ({path.stat().st_size / 1e6:.1f} MB), parity {parity:.1e} of the output range "
           f"({'ok' if ok else f'ABOVE the tolerance {PARITY_TOLERANCE:g}'})")

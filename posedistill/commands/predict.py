@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
+from posedistill.errors import InputError
 from posedistill.commands.common import add_pipeline_arguments, pipeline_from_args
 from posedistill.inference.boxes import BoxTracker
 from posedistill.inference.pipeline import PosePipeline
@@ -89,15 +90,11 @@ def _run(args, pipeline: PosePipeline, meta, source: Source, out_dir: Path) -> d
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        source = open_source(args.source)
-        if source.video and args.boxes not in (None, "whole"):
-            raise ValueError("a detections file names images, not video frames: use --detector F.onnx or "
-                             "--boxes whole for a video")
-        pipeline, loaded = pipeline_from_args(args.checkpoint, args)
-    except (ValueError, KeyError, OSError, RuntimeError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+    source = open_source(args.source)
+    if source.video and args.boxes not in (None, "whole"):
+        raise InputError("a detections file names images, not video frames: use --detector F.onnx or "
+                         "--boxes whole for a video")
+    pipeline, loaded = pipeline_from_args(args.checkpoint, args)
     if args.boxes is None and args.detector is None:
         print(f"{PROG}: no --boxes / --detector: each image is one person box (the whole image)", file=sys.stderr)
     out_dir = Path(args.out)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import socket
-import sys
 from pathlib import Path
 
 import uvicorn
 
+from posedistill.errors import InputError
 from posedistill.commands.common import add_pipeline_arguments, pipeline_from_args
 from posedistill.inference.server import create_app
 
@@ -40,7 +40,8 @@ def _listen(host: str, port: int) -> socket.socket:
     try:
         return socket.create_server((host, port), family=family)
     except OSError as e:
-        raise OSError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
+        raise InputError(f"cannot listen on {host}:{port}: {e.strerror or e}",
+                         hint="another server may hold the port; try --port 0 for any free port") from e
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,12 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.max_upload_mb <= 0 or args.max_pixels <= 0 or args.max_batch <= 0 or args.batch_window_ms < 0:
         p.error("--max-upload-mb, --max-pixels and --max-batch must be positive, --batch-window-ms not negative")
-    try:
-        pipeline, loaded = pipeline_from_args(args.model, args)
-        sock = _listen(args.host, args.port)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
-        print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)   # one line, whatever raised
-        return 2
+    pipeline, loaded = pipeline_from_args(args.model, args)
+    sock = _listen(args.host, args.port)
     model_name = f"{Path(args.model).name} ({loaded.cfg.model.name}, {loaded.meta.num_joints} joints)"
     app = create_app(pipeline, loaded.meta, max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,
                      batch_window_ms=args.batch_window_ms, max_batch=args.max_batch, model=model_name)

@@ -22,14 +22,13 @@ def training_main(argv: list[str] | None, prog: str, description: str,
     p.add_argument("--out", metavar="DIR", help="run directory (overrides train.out_dir)")
     args = p.parse_intermixed_args(argv)
     overrides = list(args.overrides) + ([f"train.out_dir={args.out}"] if args.out else [])
-    cfg = load_recipe(prog, args.config, overrides, check)
-    if cfg is None:
-        return 2
+    cfg = load_recipe(args.config, overrides, check)
     try:
         result = train(cfg, resume=args.resume)
+        main_process = dist.is_main_process()   # before cleanup, after which every process is "rank 0"
     finally:
         dist.cleanup()
-    if dist.is_main_process():
+    if main_process:
         best = result["best_metric"]
         print(f"[posedistill] done in {result['time_s']:.1f}s; best {best if best is None else round(best, 4)} "
               f"at epoch {result['best_epoch']}; checkpoints in {result['out_dir']}")

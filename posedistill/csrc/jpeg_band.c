@@ -15,8 +15,12 @@
  *   pixels: the whole scaled image as RGBX rows (4 bytes a pixel, width x height), of which only
  *   rows [top, top + rows) are written; the others are left uninitialised. The image keeps its
  *   size so that the caller's affine stays the same and the crop comes out bit-identical.
- * Raises ValueError on anything libjpeg reports, warnings included (corrupt data), and for
- * colour spaces other than YCbCr / RGB / greyscale: the caller then takes its general path.
+ * Raises ValueError on anything libjpeg reports, warnings included (corrupt data), for colour
+ * spaces other than YCbCr / RGB / greyscale, and for progressive files whose scans leave low AC
+ * coefficients incomplete: the caller then takes its general path. (libjpeg smooths the blocks of
+ * such files, and libjpeg-turbo 3.0 changed how; the system libjpeg this module links and the
+ * one in simplejpeg's / OpenCV's wheels can differ in version, and then in these pixels. Found by
+ * fuzzing: tests/fuzz/regressions/jpeg/progressive-incomplete-smoothing.)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -56,6 +60,18 @@ static int read_rows(struct jpeg_decompress_struct *cinfo, error_mgr *err, unsig
     return 0;
 }
 
+/* Would libjpeg apply interblock smoothing (jdcoefct.c smoothing_ok: progressive, and one of the
+ * first 9 AC coefficients of a component not fully known after all scans)? Conservative: the
+ * quantiser conditions that also turn it off are not checked. Call after jpeg_start_decompress,
+ * which has read every scan of a progressive file. */
+static int may_smooth(const struct jpeg_decompress_struct *cinfo) {
+    if (!cinfo->progressive_mode || cinfo->coef_bits == NULL || !cinfo->do_block_smoothing) return 0;
+    for (int ci = 0; ci < cinfo->num_components; ci++)
+        for (int k = 1; k < 10; k++)
+            if (cinfo->coef_bits[ci][k] != 0) return 1;
+    return 0;
+}
+
 static PyObject *py_decode(PyObject *self, PyObject *args) {
     Py_buffer data;
     int denom, y0, y1;
@@ -92,6 +108,12 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
     cinfo.scale_denom = (unsigned int)denom;
     cinfo.dct_method = JDCT_ISLOW;            /* libjpeg's default, as OpenCV and simplejpeg */
     jpeg_start_decompress(&cinfo);
+    if (may_smooth(&cinfo)) {
+        strcpy(err.message, "progressive scans leave AC coefficients incomplete (block smoothing differs "
+                            "between libjpeg versions)");
+        failed = 1;
+        goto done;
+    }
 
     /* clip the band to the scaled image, at least one row */
     if (y1 > (int)cinfo.output_height) y1 = (int)cinfo.output_height;

@@ -25,16 +25,18 @@ from __future__ import annotations
 import json
 import math
 import os
+import reprlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from posedistill.errors import InputError
 from posedistill.keypoints import KeypointMeta
 
 
-class AnnotationError(ValueError):
+class AnnotationError(InputError):
     """A keypoint annotation file does not have the expected content."""
 
 
@@ -61,19 +63,42 @@ class PersonInstance:
         return int((self.keypoints[:, 2] > 0).sum())
 
 
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+# Coordinates, sizes and scores larger than this are not pixels: rejected, so that boxes, areas and
+# keypoints stay finite in float32 (|v| <= 3.4e38) through the arithmetic of the data pipeline.
+MAX_VALUE = 1e9
+
+_short = reprlib.Repr()       # values quoted in error messages: one short line, whatever the file holds
+_short.maxstring = _short.maxother = 60
+_short.maxlist = _short.maxdict = 6
+
+
+def show(value) -> str:
+    """repr() of a value from a file, shortened to one readable line (for error messages)."""
+    return _short.repr(value)
+
+
+def is_number(v) -> bool:
+    """A finite JSON number (not a bool) with |v| <= MAX_VALUE: larger ones overflow float32 boxes."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) <= MAX_VALUE
+
+
+def _is_id(v) -> bool:
+    """An integer id that fits the int64 of the dataset's samples (image_id, ann_id)."""
+    return isinstance(v, int) and not isinstance(v, bool) and -2**63 <= v < 2**63
 
 
 def read_json(path: str | os.PathLike, what: str = "annotation"):
-    """A JSON file's content; a missing file or invalid JSON is an error naming the file."""
+    """A JSON file's content; a missing file, text that is not UTF-8 or not JSON (nesting too deep,
+    an integer of more than 4300 digits included) is an error naming the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} file not found: {path}")
     try:
         with open(path, "r", encoding="utf-8") as f:
             return json.load(f)
-    except json.JSONDecodeError as e:
+    except UnicodeDecodeError as e:
+        raise AnnotationError(f"{path}: not UTF-8 text ({e})") from None
+    except (ValueError, RecursionError) as e:       # JSONDecodeError is a ValueError
         raise AnnotationError(f"{path}: not valid JSON ({e})") from None
 
 
@@ -125,11 +150,7 @@ class CocoKeypoints:
                                   f"keypoint set {meta.name!r} has {meta.num_joints}")
         self.images: dict[int, dict] = {}
         for i, img in enumerate(data["images"]):
-            if not isinstance(img, dict):
-                raise AnnotationError(f"{self.path}: images[{i}] must be an object")
-            for key in ("id", "file_name"):
-                if key not in img:
-                    raise AnnotationError(f"{self.path}: images[{i}] is missing field {key!r}")
+            self._check_image(i, img)
             self.images[img["id"]] = img
         self.is_crowdpose = any("crowdIndex" in img for img in data["images"])
         self.annotations = self._check_annotations(data["annotations"])
@@ -137,7 +158,26 @@ class CocoKeypoints:
 
     # ---------------------------------------------------------------- checks
 
+    def _check_image(self, i: int, img) -> None:
+        if not isinstance(img, dict):
+            raise AnnotationError(f"{self.path}: images[{i}] must be an object")
+        for key in ("id", "file_name"):
+            if key not in img:
+                raise AnnotationError(f"{self.path}: images[{i}] is missing field {key!r}")
+        if not _is_id(img["id"]):
+            raise AnnotationError(f"{self.path}: images[{i}]: 'id' must be an integer, got {show(img['id'])}")
+        if not isinstance(img["file_name"], str):
+            raise AnnotationError(f"{self.path}: images[{i}]: 'file_name' must be a string, "
+                                  f"got {show(img['file_name'])}")
+        for key in ("width", "height"):
+            if key in img and not is_number(img[key]):
+                raise AnnotationError(f"{self.path}: images[{i}]: {key!r} must be a number, got {show(img[key])}")
+
     def _person_category(self, categories: list) -> tuple[int, tuple[str, ...]]:
+        for i, c in enumerate(categories):    # pycocotools indexes every category by its id
+            if not (isinstance(c, dict) and _is_id(c.get("id"))):
+                raise AnnotationError(f"{self.path}: categories[{i}] must be an object with an integer 'id', "
+                                      f"got {show(c)}")
         with_kps = [c for c in categories if isinstance(c, dict) and isinstance(c.get("keypoints"), list)]
         if not with_kps:
             raise AnnotationError(f"{self.path}: no category has a 'keypoints' list (expected the person "
@@ -161,17 +201,27 @@ class CocoKeypoints:
                 self._problem(f"<annotations[{i}]>", "must be a JSON object")
                 continue
             ann_id = ann.get("id", f"<annotations[{i}] without 'id'>")
+            if "id" in ann and not _is_id(ann_id):
+                ann_id = f"{show(ann_id)} (annotations[{i}])"
             missing = [k for k in ("id", "image_id", "category_id", "bbox", "keypoints") if k not in ann]
             if missing:
                 self._problem(ann_id, f"missing field(s) {missing} (COCO keypoint annotations need id, image_id, "
                                       f"category_id, bbox, keypoints)")
                 continue
+            bad_id = next((k for k in ("id", "image_id", "category_id") if not _is_id(ann[k])), None)
+            if bad_id:
+                self._problem(ann_id, f"{bad_id!r} must be an integer, got {show(ann[bad_id])}")
+                continue
             if ann["image_id"] not in self.images:
                 self._problem(ann_id, f"image_id {ann['image_id']!r} is not in 'images'")
                 continue
             box = ann["bbox"]
-            if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
-                self._problem(ann_id, f"'bbox' must be 4 numbers [x, y, w, h], got {box!r}")
+            if not (isinstance(box, list) and len(box) == 4 and all(is_number(v) for v in box)):
+                self._problem(ann_id, f"'bbox' must be 4 numbers [x, y, w, h] (|v| <= {MAX_VALUE:g}), "
+                                      f"got {show(box)}")
+                continue
+            if "area" in ann and not is_number(ann["area"]):
+                self._problem(ann_id, f"'area' must be a number, got {show(ann['area'])}")
                 continue
             kps = ann["keypoints"]
             if not isinstance(kps, list) or len(kps) != k3:
@@ -179,8 +229,8 @@ class CocoKeypoints:
                 self._problem(ann_id, f"'keypoints' has {n} values, expected {k3} (3 x {self.num_joints} joints "
                                       f"from categories[].keypoints)")
                 continue
-            if not all(_is_number(v) for v in kps):
-                self._problem(ann_id, "'keypoints' must hold numbers only")
+            if not all(is_number(v) for v in kps):
+                self._problem(ann_id, f"'keypoints' must hold numbers only (|v| <= {MAX_VALUE:g})")
                 continue
             good.append(ann)
         return good
@@ -243,10 +293,10 @@ class CocoKeypoints:
             bad = None
             if missing:
                 bad = f"missing field(s) {missing} (COCO results format needs image_id, category_id, bbox, score)"
-            elif not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
-                bad = f"'bbox' must be 4 numbers [x, y, w, h], got {box!r}"
-            elif not _is_number(det["score"]):
-                bad = f"'score' must be a number, got {det['score']!r}"
+            elif not (isinstance(box, list) and len(box) == 4 and all(is_number(v) for v in box)):
+                bad = f"'bbox' must be 4 numbers [x, y, w, h] (|v| <= {MAX_VALUE:g}), got {show(box)}"
+            elif not is_number(det["score"]):
+                bad = f"'score' must be a number, got {show(det['score'])}"
             if bad:
                 if self.strict:
                     raise AnnotationError(f"{det_file}: detection [{i}]: {bad}")
@@ -254,9 +304,9 @@ class CocoKeypoints:
                 continue
             if det["category_id"] != 1 or det["score"] < score_thr:
                 continue
-            if det["image_id"] not in self.images:
+            if not _is_id(det["image_id"]) or det["image_id"] not in self.images:     # ids of images are ints
                 unknown += 1
-                self.skipped.append((i, f"image_id {det['image_id']!r} not in {self.path}"))
+                self.skipped.append((i, f"image_id {show(det['image_id'])} not in {self.path}"))
                 continue
             x, y, w, h = (float(v) for v in box)
             if w <= 0 or h <= 0:

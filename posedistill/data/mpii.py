@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from posedistill.data.coco import AnnotationError, PersonInstance, read_json
+from posedistill.data.coco import MAX_VALUE, AnnotationError, PersonInstance, read_json, show
 from posedistill.keypoints import MPII, KeypointMeta
 
 SC_BIAS = 0.6           # head size = SC_BIAS x head-box diagonal (MPII evaluation)
@@ -41,7 +41,8 @@ PIXEL_STD = 200.0       # MPII / HRNet scale unit
 
 
 def _num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """A finite number of pixel size (|v| <= MAX_VALUE: boxes and areas stay finite in float32)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) <= MAX_VALUE
 
 
 def _check_entry(path: str, i: int, a, k: int) -> None:
@@ -53,21 +54,23 @@ def _check_entry(path: str, i: int, a, k: int) -> None:
     missing = [f for f in ("image", "center", "scale", "joints", "joints_vis") if f not in a]
     if missing:
         bad(f"missing field(s) {missing} (HRNet MPII JSON needs image, center, scale, joints, joints_vis)")
+    if not (isinstance(a["image"], str) and a["image"]):
+        bad(f"'image' must be a file name, got {show(a['image'])}")
     c = a["center"]
     if not (isinstance(c, list) and len(c) == 2 and all(_num(v) for v in c)):
-        bad(f"'center' must be [x, y], got {c!r}")
-    if not (_num(a["scale"]) and a["scale"] > 0):
-        bad(f"'scale' must be a positive number (person size / 200 px), got {a['scale']!r}")
+        bad(f"'center' must be [x, y], got {show(c)}")
+    if not (_num(a["scale"]) and 0 < a["scale"] <= MAX_VALUE / PIXEL_STD):
+        bad(f"'scale' must be a positive number (person size / 200 px), got {show(a['scale'])}")
     j = a["joints"]
     if not (isinstance(j, list) and len(j) == k and all(isinstance(p, list) and len(p) == 2
                                                           and all(_num(v) for v in p) for p in j)):
         bad(f"'joints' must be {k} [x, y] pairs, got {len(j) if isinstance(j, list) else type(j).__name__} entries")
     jv = a["joints_vis"]
     if not (isinstance(jv, list) and len(jv) == k and all(_num(v) for v in jv)):
-        bad(f"'joints_vis' must be {k} numbers, got {jv!r}")
+        bad(f"'joints_vis' must be {k} numbers, got {show(jv)}")
     hb = a.get("head_box")
     if hb is not None and not (isinstance(hb, list) and len(hb) == 4 and all(_num(v) for v in hb)):
-        bad(f"'head_box' must be [x1, y1, x2, y2], got {hb!r}")
+        bad(f"'head_box' must be [x1, y1, x2, y2], got {show(hb)}")
 
 
 def read_head_boxes_mat(mat_file: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -103,7 +106,9 @@ def load_mpii(ann_file: str | os.PathLike, image_dir: str | os.PathLike, meta: K
         _check_entry(path, i, a, k)
 
     names = [a["image"] for a in entries]
-    numeric = all(Path(n).stem.isdigit() for n in names)
+    # numeric: ASCII digits only (str.isdigit() also accepts e.g. "²", which int() does not), and ids
+    # that fit the int64 of the samples' image_id
+    numeric = all(Path(n).stem.isascii() and Path(n).stem.isdigit() and len(Path(n).stem) <= 18 for n in names)
     first_seen: dict[str, int] = {}
     for n in names:
         first_seen.setdefault(n, len(first_seen))

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from posedistill.data import synth_render as R
+from posedistill.errors import InputError
 from posedistill.keypoints import COCO, CROWDPOSE, MPII, KeypointMeta
 from posedistill.vis import draw_poses, save_grid
 
@@ -134,7 +135,7 @@ def drop_labels(kps: list[np.ndarray], rate: float, rng: np.random.Generator,
     of the budget), then single joints. kps: per person [K, 3] with v > 0 labelled. Returns
     (kept flags per person, new keypoint arrays)."""
     if not 0.0 <= rate <= 1.0:
-        raise ValueError(f"missing_label_rate must be in [0, 1], got {rate}")
+        raise InputError(f"missing_label_rate must be in [0, 1], got {rate}")
     counts = np.array([int((k[:, 2] > 0).sum()) for k in kps])
     budget = int(round(rate * counts.sum()))
     keep = [True] * len(kps)
@@ -212,7 +213,7 @@ def simulate_detections(rng: np.random.Generator, records: list[dict], image_id:
 
 def scene_config(difficulty: str, **overrides) -> R.SceneConfig:
     if difficulty not in R.DIFFICULTY:
-        raise ValueError(f"difficulty must be one of {sorted(R.DIFFICULTY)}, got {difficulty!r}")
+        raise InputError(f"difficulty must be one of {sorted(R.DIFFICULTY)}, got {difficulty!r}")
     return replace(R.DIFFICULTY[difficulty], **overrides)
 
 
@@ -259,16 +260,16 @@ def _check_arguments(fmt: str, num_images: int, size: tuple[int, int], missing_l
                      split: str) -> tuple[int, int]:
     """Validate `generate_dataset`'s arguments; returns the image (width, height) as ints."""
     if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
+        raise InputError(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
     if num_images < 1:
-        raise ValueError(f"num_images must be >= 1, got {num_images}")
+        raise InputError(f"num_images must be >= 1, got {num_images}")
     w, h = (int(v) for v in size)
     if w < 16 or h < 16:
-        raise ValueError(f"size must be at least 16x16 (width, height), got {size}")
+        raise InputError(f"size must be at least 16x16 (width, height), got {size}")
     if not 0.0 <= missing_label_rate <= 1.0:
-        raise ValueError(f"missing_label_rate must be in [0, 1], got {missing_label_rate}")
+        raise InputError(f"missing_label_rate must be in [0, 1], got {missing_label_rate}")
     if not split or any(c in split for c in "/\\ "):
-        raise ValueError(f"split name must be non-empty without '/', '\\\\' or spaces, got {split!r}")
+        raise InputError(f"split name must be non-empty without '/', '\\\\' or spaces, got {split!r}")
     return w, h
 
 
@@ -442,9 +443,9 @@ def generate_video(out_path: str | Path, num_frames: int = 60, seed: int = 0, si
     truth written to `<out_path stem>_keypoints.json`. MP4 ('mp4v') when OpenCV can open the
     writer, otherwise JPEG frames in the folder `<out_path without suffix>_frames/`."""
     if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        raise InputError(f"num_frames must be >= 1, got {num_frames}")
     if not 1 <= num_people <= 6:
-        raise ValueError(f"num_people must be in 1..6, got {num_people}")
+        raise InputError(f"num_people must be in 1..6, got {num_people}")
     w, h = (int(v) for v in size)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,7 @@ from torch.utils.data import Dataset
 
 from posedistill.data import transforms as T
 from posedistill.data.coco import PersonInstance
+from posedistill.errors import PosedistillError
 from posedistill.keypoints import KeypointMeta
 
 try:        # optional faster JPEG decoder; OpenCV decodes everything without it
@@ -56,7 +57,7 @@ _READ_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD
                8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
-class ImageReadError(OSError):
+class ImageReadError(PosedistillError, OSError):
     """An image file is missing or cannot be decoded."""
 
 
@@ -115,7 +116,12 @@ def _decode(data: bytes, path: str, factor: int) -> np.ndarray:
                 return img
         except ValueError:
             pass    # CMYK, or damaged data that OpenCV may still decode (it is lenient, as before)
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), _READ_FLAGS[factor] | cv2.IMREAD_IGNORE_ORIENTATION)
+    if not data:
+        raise ImageReadError(f"image {path}: empty file")
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), _READ_FLAGS[factor] | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error:   # OpenCV asserts instead of returning None on some input (an empty buffer: fuzzing)
+        img = None
     if img is None:
         raise ImageReadError(f"image {path}: cannot be decoded by OpenCV")
     return img

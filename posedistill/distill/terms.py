@@ -16,6 +16,7 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
+from posedistill.errors import InputError, UnknownNameError
 from posedistill.distill.adversarial import AdversarialStructure
 from posedistill.distill.config import DistillConfig
 from posedistill.keypoints import KeypointMeta
@@ -54,7 +55,7 @@ def probe_features(model: nn.Module, input_size: tuple[int, int], key: str, who:
     finally:
         model.train(was_training)
     if key not in feats:
-        raise KeyError(f"distill.feature={key!r}: the {who} ({type(model).__name__}) returns features {sorted(feats)}")
+        raise UnknownNameError(f"distill.feature={key!r}: the {who} ({type(model).__name__}) returns features {sorted(feats)}")
     return feats[key]
 
 
@@ -73,7 +74,7 @@ def _aligned(cfg: DistillConfig, ctx: TermContext) -> nn.Module:
 def _pose(cfg: DistillConfig, ctx: TermContext) -> nn.Module:
     weights = list(cfg.skeleton_weights) or None
     if weights is not None and len(weights) != len(ctx.meta.skeleton):
-        raise ValueError(f"distill.skeleton_weights has {len(weights)} entries; the {ctx.meta.name} skeleton has "
+        raise InputError(f"distill.skeleton_weights has {len(weights)} entries; the {ctx.meta.name} skeleton has "
                          f"{len(ctx.meta.skeleton)} edges")
     return PoseDistillLoss(ctx.meta.skeleton, weights)
 
@@ -105,10 +106,10 @@ def build_terms(cfg: DistillConfig, ctx: TermContext) -> dict[str, nn.Module]:
     for name in cfg.terms:
         term = TERMS[name]
         if term.needs != "features" and s_head != t_head:
-            raise ValueError(f"distill.terms.{name} compares outputs, but the student's head is {s_head!r} and the "
+            raise InputError(f"distill.terms.{name} compares outputs, but the student's head is {s_head!r} and the "
                              f"teacher's {t_head!r}; pick a teacher with the same head type")
         if s_head not in term.heads:
-            raise ValueError(f"distill.terms.{name} needs a {' or '.join(term.heads)} head; the student's head is "
+            raise InputError(f"distill.terms.{name} needs a {' or '.join(term.heads)} head; the student's head is "
                              f"{s_head!r}")
         modules[name] = term.build(cfg, ctx)
     return modules
@@ -125,22 +126,22 @@ def resolve_distill_config(cfg: DistillConfig) -> DistillConfig:
     vs feature terms), run when a recipe loads; returns it with `decay: [all]` expanded to the term names."""
     unknown = [t for t in cfg.terms if t not in TERMS]
     if unknown:
-        raise ValueError(f"distill.terms: unknown term(s) {unknown}; valid: {list(TERMS)}")
+        raise InputError(f"distill.terms: unknown term(s) {unknown}; valid: {list(TERMS)}")
     for name, w in cfg.terms.items():
         if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
-            raise ValueError(f"distill.terms.{name}: expected a weight >= 0, got {w!r}")
+            raise InputError(f"distill.terms.{name}: expected a weight >= 0, got {w!r}")
     decay = list(cfg.terms) if list(cfg.decay) == ["all"] else list(cfg.decay)
     bad = [d for d in decay if d not in cfg.terms]
     if bad:
-        raise ValueError(f"distill.decay: {bad} not among distill.terms {sorted(cfg.terms)} (or use [all])")
+        raise InputError(f"distill.decay: {bad} not among distill.terms {sorted(cfg.terms)} (or use [all])")
     if cfg.terms and not cfg.teacher.model:
-        raise ValueError(f"distill.terms {sorted(cfg.terms)} are set but distill.teacher.model is empty")
+        raise InputError(f"distill.terms {sorted(cfg.terms)} are set but distill.teacher.model is empty")
     if cfg.teacher.model and not cfg.terms:
-        raise ValueError(f"distill.teacher.model is set but distill.terms is empty: name at least one term "
+        raise InputError(f"distill.teacher.model is set but distill.terms is empty: name at least one term "
                          f"({', '.join(TERMS)})")
     feat = [t for t in cfg.terms if TERMS[t].needs == "features"]
     if cfg.cache and feat:
-        raise ValueError(cache_feature_message(feat))
+        raise InputError(cache_feature_message(feat))
     if cfg.cache and not cfg.terms:
-        raise ValueError("distill.cache=true but distill.terms is empty: nothing would use the cached outputs")
+        raise InputError("distill.cache=true but distill.terms is empty: nothing would use the cached outputs")
     return replace(cfg, decay=decay)

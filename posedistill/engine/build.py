@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from posedistill.errors import CheckpointError, InputError
 from posedistill import __version__
 from posedistill.codecs import HeatmapCodec, SimCCCodec
 from posedistill.data.coco import load_coco_instances
@@ -48,7 +49,7 @@ def build_model(cfg: ModelConfig, num_joints: int, input_size: tuple[int, int] |
     try:
         model = create_model_at(cfg.name, kwargs, input_size, split_ratio)
     except TypeError as e:
-        raise TypeError(f"model {cfg.name!r} rejected model.kwargs {cfg.kwargs}: {e}") from None
+        raise InputError(f"model {cfg.name!r} rejected model.kwargs {cfg.kwargs}: {e}") from None
     if cfg.checkpoint:
         load_weights(model, cfg.checkpoint, strict=cfg.strict)
     return model
@@ -71,10 +72,38 @@ def model_card(cfg: Config, meta: KeypointMeta, model: nn.Module) -> dict:
             "codec": dataclasses.asdict(cfg.codec), "keypoints": meta.to_dict(), "config": config_to_dict(cfg)}
 
 
+def describe_card(card: dict) -> str:
+    """A model card in a few words: `elpn_v2 (17 joints, heatmap 24x16)`."""
+    w, h = card.get("input_size", (0, 0))
+    stride = int(card.get("output_stride", 1)) or 1
+    head = f"heatmap {w // stride}x{h // stride}" if card.get("head_type") == "heatmap" else \
+        f"{card.get('head_type')} at {w}x{h} input"
+    kwargs = card.get("model", {}).get("kwargs") or {}
+    return f"{card.get('model', {}).get('name')}{f' {kwargs}' if kwargs else ''} ({card.get('num_joints')} joints, {head})"
+
+
+def check_card(path: str, card: dict | None, wanted: dict) -> None:
+    """Refuse, in words, a checkpoint whose card names another network than the one `wanted` describes
+    (model, arguments, joints, head; the input size too for SimCC, whose heads depend on it). Files
+    without a card (official releases) are left to the key-by-key check."""
+    if not card:
+        return
+    fields = [card.get("model"), card.get("num_joints"), card.get("head_type")]
+    expected = [wanted.get("model"), wanted.get("num_joints"), wanted.get("head_type")]
+    if wanted.get("head_type") == "simcc":
+        fields.append(card.get("input_size"))
+        expected.append(wanted.get("input_size"))
+    if fields != expected:
+        raise CheckpointError(f"checkpoint {path} holds {describe_card(card)}; the config builds "
+                              f"{describe_card(wanted)}",
+                              hint="use the recipe the checkpoint was trained with (predict / export / serve "
+                                   "need none: they read it from the checkpoint)")
+
+
 def heatmap_size_for(input_size: tuple[int, int], output_stride: int) -> tuple[int, int]:
     w, h = input_size
     if w % output_stride or h % output_stride:
-        raise ValueError(f"data.input_size {list(input_size)} is not divisible by the model's output stride "
+        raise InputError(f"data.input_size {list(input_size)} is not divisible by the model's output stride "
                          f"{output_stride}")
     return w // output_stride, h // output_stride
 
@@ -93,7 +122,7 @@ def check_output_shape(model: nn.Module, input_size: tuple[int, int]) -> None:
     model.train(was_training)
     expected = (h // stride, w // stride)
     if tuple(out.shape[-2:]) != expected:
-        raise ValueError(f"data.input_size {list(input_size)} (width, height): the model gives heatmaps "
+        raise InputError(f"data.input_size {list(input_size)} (width, height): the model gives heatmaps "
                          f"{tuple(out.shape[-2:])} (h, w) but the codec expects {expected} = input / stride "
                          f"{stride}; use an input size the backbone divides evenly (multiples of 32 for ResNet)")
 
@@ -101,14 +130,14 @@ def check_output_shape(model: nn.Module, input_size: tuple[int, int]) -> None:
 def build_codec(cfg: CodecConfig, input_size: tuple[int, int], output_stride: int, head_type: str):
     """HeatmapCodec or SimCCCodec matching the model's head (`model.head_type`)."""
     if cfg.type != head_type:
-        raise ValueError(f"codec.type is {cfg.type!r} but the model's head_type is {head_type!r}; "
+        raise InputError(f"codec.type is {cfg.type!r} but the model's head_type is {head_type!r}; "
                          f"set codec.type={head_type}")
     if cfg.type == "heatmap":
         return HeatmapCodec(input_size=tuple(input_size), heatmap_size=heatmap_size_for(input_size, output_stride),
                             sigma=cfg.sigma, dark=cfg.dark, udp=cfg.udp)
     if cfg.type == "simcc":
         return SimCCCodec(input_size=tuple(input_size), split_ratio=cfg.simcc_split_ratio, sigma=cfg.simcc_sigma)
-    raise ValueError(f"codec.type: expected heatmap | simcc, got {cfg.type!r}")
+    raise InputError(f"codec.type: expected heatmap | simcc, got {cfg.type!r}")
 
 
 def build_loss(cfg: LossConfig, codec) -> nn.Module:
@@ -117,7 +146,7 @@ def build_loss(cfg: LossConfig, codec) -> nn.Module:
         return JointsMSELoss(use_target_weight=cfg.use_target_weight)
     if isinstance(codec, SimCCCodec):
         return SimCCKLLoss(use_target_weight=cfg.use_target_weight)
-    raise ValueError(f"no supervised loss for codec {type(codec).__name__}")
+    raise InputError(f"no supervised loss for codec {type(codec).__name__}")
 
 
 def keypoint_meta(cfg: DataConfig) -> KeypointMeta:
@@ -130,7 +159,7 @@ def keypoint_meta(cfg: DataConfig) -> KeypointMeta:
     cats = [c for c in data.get("categories", []) if isinstance(c, dict) and isinstance(c.get("keypoints"), list)] \
         if isinstance(data, dict) else []
     if not cats:
-        raise ValueError(f"{path}: data.dataset is custom, so a category with a 'keypoints' list of joint "
+        raise InputError(f"{path}: data.dataset is custom, so a category with a 'keypoints' list of joint "
                          f"names is expected in 'categories'; found none")
     name = str(cats[0].get("name") or "custom")
     return meta_from_category(cats[0], name=f"custom-{name}" if name in DATASET_NAMES else name,
@@ -158,7 +187,7 @@ def load_instances(cfg: DataConfig, meta: KeypointMeta, train: bool, boxes: str 
         inst = load_mpii_instances(ann, images, meta=meta,
                                    head_boxes=(cfg.val_head_boxes or None) if not train else None)
     else:
-        raise ValueError(f"data.format: expected coco | mpii, got {cfg.format!r}")
+        raise InputError(f"data.format: expected coco | mpii, got {cfg.format!r}")
     return _limit(inst, cfg.max_train_instances if train else cfg.max_val_instances)
 
 
@@ -179,18 +208,18 @@ def build_optimizer(group: OptimGroup, cfg: OptimConfig) -> torch.optim.Optimize
     own Adam (`group.optimizer == "adam"`, its lr and betas)."""
     params = [p for p in group.params if p.requires_grad]
     if not params:
-        raise ValueError(f"the task's parameter group {group.name!r} has no trainable parameters")
+        raise InputError(f"the task's parameter group {group.name!r} has no trainable parameters")
     if group.optimizer == "adam":
         return torch.optim.Adam(params, lr=group.lr, betas=group.betas)
     if group.optimizer:
-        raise ValueError(f"parameter group {group.name!r}: unknown optimizer {group.optimizer!r} (expected adam)")
+        raise InputError(f"parameter group {group.name!r}: unknown optimizer {group.optimizer!r} (expected adam)")
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    raise ValueError(f"optim.optimizer: expected adam | adamw | sgd, got {cfg.optimizer!r}")
+    raise InputError(f"optim.optimizer: expected adam | adamw | sgd, got {cfg.optimizer!r}")
 
 
 class MultiStepWarmup:
@@ -201,9 +230,9 @@ class MultiStepWarmup:
     def __init__(self, milestones: list[int], gamma: float, iters_per_epoch: int, warmup_iters: int = 0,
                  warmup_ratio: float = 0.001):
         if iters_per_epoch < 1:
-            raise ValueError(f"iters_per_epoch must be >= 1, got {iters_per_epoch}")
+            raise InputError(f"iters_per_epoch must be >= 1, got {iters_per_epoch}")
         if list(milestones) != sorted(milestones):
-            raise ValueError(f"optim.milestones must be increasing, got {list(milestones)}")
+            raise InputError(f"optim.milestones must be increasing, got {list(milestones)}")
         self.milestones = list(milestones)
         self.gamma = gamma
         self.iters_per_epoch = iters_per_epoch
@@ -221,7 +250,7 @@ class MultiStepWarmup:
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, iters_per_epoch: int):
     """Per-iteration LambdaLR implementing warm-up + MultiStepLR (see `MultiStepWarmup`)."""
     if any(m > cfg.epochs for m in cfg.milestones):
-        raise ValueError(f"optim.milestones {cfg.milestones} go past optim.epochs={cfg.epochs}")
+        raise InputError(f"optim.milestones {cfg.milestones} go past optim.epochs={cfg.epochs}")
     rule = MultiStepWarmup(cfg.milestones, cfg.gamma, iters_per_epoch, cfg.warmup_iters, cfg.warmup_ratio)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, rule)
 
@@ -270,16 +299,16 @@ def load_teacher(cfg: TeacherConfig, num_joints: int, device: torch.device | str
     rules as the student's), its weights strictly loaded. No weights is an error unless
     `require_checkpoint=False`."""
     if not cfg.model:
-        raise ValueError("distill.teacher.model is empty: name a registered model for the teacher")
+        raise InputError("distill.teacher.model is empty: name a registered model for the teacher")
     if not cfg.checkpoint and require_checkpoint:
-        raise ValueError(f"distill.teacher.checkpoint is empty: a trained {cfg.model} weights file is "
+        raise InputError(f"distill.teacher.checkpoint is empty: a trained {cfg.model} weights file is "
                          f"needed (our best.pth or an official release)")
+    kwargs = {"num_joints": num_joints, **cfg.model_kwargs}
     try:
-        model = build_model(ModelConfig(name=cfg.model, kwargs=dict(cfg.model_kwargs)), num_joints, input_size,
-                            split_ratio)
+        model = create_model_at(cfg.model, kwargs, input_size, split_ratio)
     except TypeError as e:
-        raise TypeError(f"distill.teacher.model {cfg.model!r} rejected distill.teacher.model_kwargs "
-                        f"{cfg.model_kwargs}: {e}") from None
+        raise InputError(f"distill.teacher.model {cfg.model!r} rejected distill.teacher.model_kwargs "
+                         f"{cfg.model_kwargs}: {e}") from None
     if cfg.checkpoint:
         load_weights(model, cfg.checkpoint, strict=True)
     return FrozenTeacher(model, amp=cfg.amp).to(device)

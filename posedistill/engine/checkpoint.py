@@ -12,6 +12,7 @@ complete file or the new complete file, never a partial one.
 """
 from __future__ import annotations
 
+import errno
 import os
 import random
 from pathlib import Path
@@ -20,18 +21,57 @@ from typing import Any
 import numpy as np
 import torch
 
+from posedistill.errors import CheckpointError, DiskFullError
+from posedistill.models.weights import safe_load
+
+
+# write errors that mean "no room": no space on the device, the file size limit (RLIMIT_FSIZE), a quota
+_NO_ROOM = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+class _RecordingWriter:
+    """File wrapper for `torch.save`: keeps the OSError a write raised, which torch's zip writer
+    otherwise turns into an opaque RuntimeError."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
 
 def save_checkpoint(state: dict, path: str | Path) -> Path:
-    """Atomically write `state` to `path` (temp file in the same folder + fsync + os.replace)."""
+    """Atomically write `state` to `path` (temp file in the same folder + fsync + os.replace).
+
+    No room to write it (no space left on the device, the file size limit, a quota) raises
+    DiskFullError naming `path`; the previous `path`, if any, is left as it was and the temp file is
+    removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    out = None
     try:
         with open(tmp, "wb") as f:
-            torch.save(state, f)
+            out = _RecordingWriter(f)
+            torch.save(state, out)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        err = out.error if out is not None and out.error is not None else e
+        if isinstance(err, OSError) and err.errno in _NO_ROOM:
+            kept = f"the previous {path} is unchanged" if path.exists() else f"{path} was not written"
+            raise DiskFullError(f"disk full while writing checkpoint {path} ({os.strerror(err.errno)}: no space "
+                                f"left on the device, or the file size limit reached); {kept}",
+                                hint="free some space (or raise the limit) and run again") from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -52,17 +92,11 @@ def save_checkpoint(state: dict, path: str | Path) -> Path:
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Read a checkpoint written by `save_checkpoint` (or any weights-only torch file).
 
-    A missing, truncated or corrupt file raises an error naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises RuntimeError / UnpicklingError / EOFError / zip errors
-        raise RuntimeError(f"checkpoint {path} could not be read (truncated or corrupt?): "
-                           f"{type(e).__name__}: {e}") from None
+    A missing, truncated or corrupt file raises an error naming the file; a file carrying pickled code
+    is refused and says so."""
+    state = safe_load(path, map_location)
     if not isinstance(state, dict):
-        raise RuntimeError(f"checkpoint {path}: expected a dict, got {type(state).__name__}")
+        raise CheckpointError(f"checkpoint {path}: expected a dict, got {type(state).__name__}")
     return state
 
 

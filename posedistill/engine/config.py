@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from posedistill.errors import InputError
 from posedistill.distill.config import DistillConfig
 from posedistill.distill.terms import resolve_distill_config
 
@@ -135,7 +136,7 @@ class Config:
     distill: DistillConfig = field(default_factory=DistillConfig)  # teacher and distillation terms ("" teacher = none)
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A recipe or override that does not fit the Config dataclasses."""
 
 

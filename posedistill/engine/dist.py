@@ -4,11 +4,17 @@
 `torchrun --nproc_per_node N -m posedistill.cli train CONFIG` sets RANK / WORLD_SIZE / LOCAL_RANK;
 `init_distributed()` reads them and joins the process group (NCCL on GPUs, gloo on CPU). Without
 them everything below degrades to a single process: rank 0 of 1, barriers and gathers are no-ops.
+
+Every collective gives up after POSEDISTILL_DDP_TIMEOUT_S seconds (default 1800): a rank whose peer
+hangs or vanished without closing its connections fails with a DistBackendError instead of waiting
+forever. It must exceed the longest legitimate wait at a barrier (rank 0 building a teacher-output
+cache or scoring the validation set while the others wait).
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -40,6 +46,21 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={value!r}: expected an integer") from None
 
 
+DEFAULT_TIMEOUT_S = 1800.0
+
+
+def collective_timeout() -> timedelta:
+    """POSEDISTILL_DDP_TIMEOUT_S (seconds, > 0; default 1800) as the process group's timeout."""
+    value = os.environ.get("POSEDISTILL_DDP_TIMEOUT_S", "")
+    try:
+        seconds = float(value) if value else DEFAULT_TIMEOUT_S
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ValueError(f"environment variable POSEDISTILL_DDP_TIMEOUT_S={value!r}: expected seconds > 0")
+    return timedelta(seconds=seconds)
+
+
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the torchrun process group if one is described by the environment.
 
@@ -57,7 +78,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
         dev = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world,
-                                **({"device_id": dev} if use_cuda else {}))
+                                timeout=collective_timeout(), **({"device_id": dev} if use_cuda else {}))
     return DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)
 
 
@@ -99,6 +120,24 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def all_reduce_max(value: int, device: torch.device) -> int:
+    """The largest of the ranks' `value`s, on every rank. A collective: every rank must call it."""
+    if get_world_size() == 1:
+        return int(value)
+    t = torch.tensor([int(value)], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
+def is_collective_failure(e: BaseException) -> bool:
+    """A collective failed: a peer process died or closed its connection, or the timeout passed. NCCL and
+    the store raise DistError; gloo a plain RuntimeError from its transport ("[.../gloo/transport/tcp/
+    pair.cc:537] Read error ...: Connection reset by peer", "... Timed out waiting ...")."""
+    if dist.is_available() and isinstance(e, dist.DistError):
+        return True
+    return isinstance(e, RuntimeError) and "gloo/" in str(e)
 
 
 def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:

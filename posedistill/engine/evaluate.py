@@ -122,13 +122,13 @@ def evaluate(model: nn.Module, loader: DataLoader, codec, meta: KeypointMeta, de
     return dist.broadcast_object(metrics)
 
 
-def load_model_weights(model: nn.Module, path: str) -> None:
-    """Weights from a posedistill checkpoint ({"model": ...}, loaded strictly) or, failing that, an
-    official / MMPose release through `models.weights.load_weights` (prefixes handled, keys named)."""
+def load_model_weights(model: nn.Module, path: str, wanted_card: dict | None = None) -> None:
+    """Weights from a posedistill checkpoint, refused in words when its model card names another network
+    than `wanted_card` (`build.check_card`), or from an official / MMPose release (key layout checked by
+    `models.weights.load_weights`: prefixes handled, mismatches counted and named)."""
     state = read_checkpoint(path)
-    if isinstance(state.get("model"), dict):
-        model.load_state_dict(state["model"])
-        return
+    if wanted_card is not None:
+        build.check_card(path, state.get("card"), wanted_card)
     load_weights(model, path, strict=True)
 
 
@@ -139,7 +139,7 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str, *, flip: bool | None = Non
     device = info.device
     meta = build.keypoint_meta(cfg.data)
     model = build.model_from_config(cfg, meta.num_joints, with_init_weights=False)
-    load_model_weights(model, checkpoint)
+    load_model_weights(model, checkpoint, build.model_card(cfg, meta, model))
     codec = build.build_codec(cfg.codec, tuple(cfg.data.input_size), model.output_stride, model.head_type)
     val_set = build.build_dataset(cfg.data, codec, meta, train=False, boxes=boxes)
     loader, _ = build.build_loader(val_set, cfg.eval.batch_size, cfg.train.workers, train=False,

@@ -17,10 +17,11 @@ from __future__ import annotations
 import math
 import os
 import random
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, NoReturn
 
 import numpy as np
 import torch
@@ -35,6 +36,8 @@ from posedistill.engine.checkpoint import read_checkpoint, rng_state, save_check
 from posedistill.engine.config import Config, save_config
 from posedistill.engine.evaluate import autocast, evaluate, primary_metric, use_progress
 from posedistill.engine.runlog import RunLog, epoch_message, fmt_time
+from posedistill.engine.stopping import StopSignals, StopTraining, is_worker_failure
+from posedistill.errors import CheckpointError, Interrupted, NonFiniteLossError, TrainingStopped
 from posedistill.keypoints import KeypointMeta
 from posedistill.tasks import OptimGroup, Task
 from posedistill.tensors import amp_dtype
@@ -129,27 +132,42 @@ def _log_iteration(writer, out: dict, lr: float, iteration: int) -> None:
 def train_one_epoch(task: Task, loader: DataLoader, optim: Optimization, device: torch.device, *, epoch: int,
                     iteration: int = 0, amp: torch.dtype | None = None, channels_last: bool = False,
                     max_iters: int = 0, progress: bool = False, log_interval: int = 50, writer=None,
-                    num_epochs: int | None = None) -> tuple[dict[str, float], int]:
+                    num_epochs: int | None = None, resume_at: int = 0, resume_sums: dict[str, float] | None = None,
+                    should_stop: Callable[[], int] | None = None) -> tuple[dict[str, float], int]:
     """Train `task` for one pass over `loader` (or `max_iters` batches).
+
+    resume_at / resume_sums: continue an epoch stopped after `resume_at` batches whose loss sums were
+    `resume_sums` (those batches are loaded again and dropped: see `_open_batches`). should_stop: asked
+    before every batch; a non-zero answer (the signal number) raises StopTraining there, as does a
+    DataLoader worker dying while the next batch is awaited.
 
     Returns (mean of every returned loss part over the epoch, iteration count after the epoch)."""
     task.train()
     total = len(loader) if max_iters <= 0 else min(max_iters, len(loader))
-    sums: dict[str, float] = {}
-    count = 0
-    bar = tqdm(total=total, desc=f"epoch {epoch + 1}" + (f"/{num_epochs}" if num_epochs else ""),
+    sums: dict[str, float] = dict(resume_sums or {})
+    count = resume_at
+    bar = tqdm(total=total, initial=resume_at, desc=f"epoch {epoch + 1}" + (f"/{num_epochs}" if num_epochs else ""),
                disable=not progress, dynamic_ncols=True, leave=False)
     start = time.perf_counter()
-    for i, batch in enumerate(loader):
-        if i >= total:
+    batches = None
+    for i in range(resume_at, total):
+        signum = should_stop() if should_stop is not None else 0
+        if signum:
+            raise StopTraining("stop requested", signum, i, total, iteration, sums)
+        if batches is None:
+            batches = _open_batches(loader, resume_at)
+        batch = _next_batch(batches, i, total, iteration, sums)
+        if batch is None:
             break
         batch = to_device(batch, device, channels_last)
         with autocast(device, amp):
             out = task(batch)
         loss = out["loss"]
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"epoch {epoch + 1} iteration {iteration}: loss is {loss.item()}; "
-                                     f"parts: { {k: float(v) for k, v in out.items()} }")
+            raise NonFiniteLossError(f"epoch {epoch + 1} iteration {iteration}: loss is {loss.item()}; "
+                                     f"parts: { {k: float(v.detach()) for k, v in out.items()} }",
+                                     hint="lower optim.lr or set optim.grad_clip; --resume from last.pth "
+                                          "continues from the last completed epoch")
         optim.step(loss)
         task.after_step()
         iteration += 1
@@ -161,7 +179,7 @@ def train_one_epoch(task: Task, loader: DataLoader, optim: Optimization, device:
         if writer is not None and (iteration % log_interval == 0 or i == 0):
             _log_iteration(writer, out, optim.lr, iteration)
         if not progress and log_interval > 0 and (i + 1) % log_interval == 0 and dist.is_main_process():
-            rate = (i + 1) / (time.perf_counter() - start)
+            rate = (i + 1 - resume_at) / (time.perf_counter() - start)
             print(f"  epoch {epoch + 1} [{i + 1}/{total}] loss {float(loss.detach()):.6f} "
                   f"{rate:.2f} it/s eta {fmt_time((total - i - 1) / rate)}", flush=True)
     bar.close()
@@ -169,8 +187,34 @@ def train_one_epoch(task: Task, loader: DataLoader, optim: Optimization, device:
         raise RuntimeError("the training loader produced no batches (empty dataset or batch_size too large "
                            "with drop_last)")
     means = {k: v / count for k, v in sums.items()}
-    means["it_per_s"] = count / max(time.perf_counter() - start, 1e-9)
+    means["it_per_s"] = (count - resume_at) / max(time.perf_counter() - start, 1e-9)
     return means, iteration
+
+
+def _open_batches(loader: DataLoader, skip: int):
+    """An iterator over `loader` past its first `skip` batches, which are loaded and dropped: the sampler
+    order (drawn from the loader's generator), the workers' RNG streams and, restored afterwards, this
+    process's RNG (augmentation with workers=0) then continue exactly as in the run that trained on them."""
+    batches = iter(loader)
+    if skip:
+        saved = rng_state()
+        for _ in range(skip):
+            next(batches)
+        set_rng_state(saved)
+    return batches
+
+
+def _next_batch(batches, done: int, total: int, iteration: int, sums: dict[str, float]):
+    """The next batch, None at the end; a DataLoader worker that died meanwhile becomes StopTraining at this
+    iteration boundary, where the model and optimiser state are consistent."""
+    try:
+        return next(batches)
+    except StopIteration:
+        return None
+    except RuntimeError as e:
+        if is_worker_failure(e):
+            raise StopTraining(str(e), 0, done, total, iteration, sums) from e
+        raise
 
 
 # --------------------------------------------------------------------------------------------------
@@ -208,6 +252,8 @@ class Progress:
     best_value: float = -math.inf
     best_epoch: int = -1
     history: list[dict] = field(default_factory=list)
+    epoch_iter: int = 0               # batches of epoch `epoch` already trained (a mid-epoch last.pth)
+    epoch_sums: dict[str, float] = field(default_factory=dict)  # their loss sums (this rank's)
 
 
 def setup_run(cfg: Config) -> Run:
@@ -252,15 +298,25 @@ def restore(run: Run, path: str) -> Progress:
     state = read_checkpoint(path, map_location="cpu")
     missing = [k for k in ("model", "optimizer", "scheduler", "epoch", "iteration") if k not in state]
     if missing:
-        raise KeyError(f"--resume {path}: not a training checkpoint (missing {missing})")
+        raise CheckpointError(f"--resume {path}: not a training checkpoint (missing {missing})")
+    build.check_card(path, state.get("card"), run.card)
     run.model.load_state_dict(state["model"])
     run.optim.load_state_dict(state, path)
     run.task.load_extra_state(state.get("task_extra") or {})
     rngs = state.get("rng", [])
     if rngs:
         set_rng_state(rngs[run.info.rank] if run.info.rank < len(rngs) else rngs[0])
-    return Progress(int(state["epoch"]), int(state["iteration"]), float(state.get("best_metric", -math.inf)),
-                    int(state.get("best_epoch", -1)), list(state.get("history", [])))
+    progress = Progress(int(state["epoch"]), int(state["iteration"]), float(state.get("best_metric", -math.inf)),
+                        int(state.get("best_epoch", -1)), list(state.get("history", [])))
+    progress.epoch_iter = int(state.get("epoch_iter", 0))
+    if progress.epoch_iter:
+        sums = state.get("epoch_sums") or []
+        if len(sums) != run.info.world_size:
+            raise CheckpointError(f"--resume {path}: saved in the middle of epoch {progress.epoch + 1} by "
+                                  f"{len(sums)} process(es); resume it with the same number of processes "
+                                  f"(this run has {run.info.world_size})")
+        progress.epoch_sums = dict(sums[run.info.rank])
+    return progress
 
 
 def _evaluate(run: Run, out_dir: Path) -> dict[str, float]:
@@ -272,8 +328,10 @@ def _evaluate(run: Run, out_dir: Path) -> dict[str, float]:
                     amp=run.amp, channels_last=run.channels_last, progress=use_progress(cfg.train.progress))
 
 
-def run_epoch(run: Run, epoch: int, progress: Progress, writer) -> tuple[dict, dict[str, float], bool]:
-    """Train one epoch and evaluate when due; returns (log row, metrics or {}, improved best)."""
+def run_epoch(run: Run, epoch: int, progress: Progress, writer,
+              should_stop: Callable[[], int] | None = None) -> tuple[dict, dict[str, float], bool]:
+    """Train one epoch (the rest of it after a mid-epoch last.pth) and evaluate when due; returns
+    (log row, metrics or {}, improved best). StopTraining passes through (`train_one_epoch`)."""
     cfg, t0 = run.cfg, time.perf_counter()
     run.train_gen.manual_seed(cfg.train.seed * 100003 + epoch)
     if isinstance(run.train_loader.sampler, DistributedSampler):
@@ -284,7 +342,9 @@ def run_epoch(run: Run, epoch: int, progress: Progress, writer) -> tuple[dict, d
         run.task, run.train_loader, run.optim, run.info.device, epoch=epoch, iteration=progress.iteration,
         amp=run.amp, channels_last=run.channels_last, max_iters=cfg.train.max_iters_per_epoch,
         progress=use_progress(cfg.train.progress), log_interval=cfg.train.log_interval, writer=writer,
-        num_epochs=cfg.optim.epochs)
+        num_epochs=cfg.optim.epochs, resume_at=progress.epoch_iter, resume_sums=progress.epoch_sums,
+        should_stop=should_stop)
+    progress.epoch_iter, progress.epoch_sums = 0, {}
     means = dist.all_reduce_mean(means, run.info.device)
     row: dict[str, Any] = {"epoch": epoch + 1, "iteration": progress.iteration, "lr": lr,
                            "train_loss": means.pop("loss")}
@@ -316,12 +376,17 @@ def _write_logs(run: Run, log: RunLog, writer, row: dict, metrics: dict[str, flo
     print(epoch_message(row, run.cfg.optim.epochs, metrics), flush=True)
 
 
+def _train_state(run: Run, progress: Progress, rngs: list) -> dict:
+    """What last.pth holds: everything `restore` needs to continue exactly."""
+    return {"model": run.model.state_dict(), **run.optim.state_dict(), "rng": rngs, "epoch": progress.epoch,
+            "iteration": progress.iteration, "best_metric": progress.best_value, "best_epoch": progress.best_epoch,
+            "history": progress.history, "task_extra": run.task.extra_state(), "card": run.card}
+
+
 def _save(run: Run, progress: Progress, rngs: list, metrics: dict[str, float], improved: bool) -> None:
     """last.pth (every `save_interval` epochs and the last), epoch_N.pth (`keep_every`), best.pth."""
     cfg, out_dir, epoch = run.cfg, Path(run.cfg.train.out_dir), progress.epoch
-    state = {"model": run.model.state_dict(), **run.optim.state_dict(), "rng": rngs, "epoch": epoch,
-             "iteration": progress.iteration, "best_metric": progress.best_value, "best_epoch": progress.best_epoch,
-             "history": progress.history, "task_extra": run.task.extra_state(), "card": run.card}
+    state = _train_state(run, progress, rngs)
     if epoch % max(cfg.train.save_interval, 1) == 0 or epoch == cfg.optim.epochs:
         save_checkpoint(state, out_dir / "last.pth")
     if cfg.train.keep_every > 0 and epoch % cfg.train.keep_every == 0:
@@ -330,6 +395,65 @@ def _save(run: Run, progress: Progress, rngs: list, metrics: dict[str, float], i
         save_checkpoint({"model": state["model"], "epoch": epoch, "iteration": progress.iteration,
                          "best_metric": progress.best_value, "metrics": metrics, "card": run.card},
                         out_dir / "best.pth")
+
+
+_WORKER_HINT = ("a DataLoader worker killed by a signal was most likely ended by the out-of-memory killer "
+                "(dmesg says); fewer train.workers or a smaller train.batch_size need less memory")
+
+
+def _resume_hint(run: Run, progress: Progress, first_epoch: int, resume: str | None) -> str:
+    """Where to continue from when the state at the moment of stopping could not be saved: the last
+    epoch-end last.pth this run wrote, else the checkpoint it started from."""
+    every = max(run.cfg.train.save_interval, 1)
+    saved = [e for e in range(first_epoch + 1, progress.epoch + 1) if e % every == 0]
+    if saved:
+        path = Path(run.cfg.train.out_dir) / "last.pth"
+        return f"continue from the end of epoch {saved[-1]} with --resume {path}"
+    if resume:
+        return f"continue with --resume {resume} (where this run started)"
+    return "no checkpoint was written yet (no epoch completed): start again"
+
+
+def _failure(e: RuntimeError, stop: StopSignals, progress: Progress, hint: str) -> Exception | None:
+    """What to raise for `e` met away from an iteration boundary (inside a step, at evaluation or a save;
+    that moment is not saved): a DataLoader worker death (Interrupted when a stop signal, which may have
+    ended the workers, came first), a failed collective, or None for any other error."""
+    what = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    where = f"in epoch {progress.epoch + 1}"
+    if is_worker_failure(e) and stop.requested:
+        return Interrupted(f"{stop.name}: training stopped {where} (the signal also ended DataLoader workers: "
+                           f"{what}); that moment is not saved; {hint}", exit_code=stop.exit_code)
+    if is_worker_failure(e):
+        return TrainingStopped(f"training stopped {where}: a DataLoader worker process died ({what}) away from an "
+                               f"iteration boundary, so that moment is not saved; {hint}", hint=_WORKER_HINT)
+    if dist.is_collective_failure(e):
+        return TrainingStopped(f"training stopped {where}: another process of the distributed run failed, was "
+                               f"killed or stopped answering ({type(e).__name__}: {what}); {hint}, on every process")
+    return None
+
+
+def _stopped(run: Run, progress: Progress, e: StopTraining, stop: StopSignals, hint: str) -> NoReturn:
+    """Save last.pth at the iteration boundary `e` stopped at, where every process stopped (a signal, agreed
+    by all) or where the only process is (a dead DataLoader worker), then raise what the user is told:
+    Interrupted (exit code 128 + signal; also when workers died of the signal) or TrainingStopped.
+    `restore` continues that epoch exactly."""
+    path = Path(run.cfg.train.out_dir) / "last.pth"
+    where = f"epoch {progress.epoch + 1} after {e.done}/{e.total} iterations"
+    if e.signum or not run.info.distributed:
+        progress.iteration = e.iteration
+        gathered = dist.all_gather_object((rng_state(), e.sums))
+        if run.info.is_main:
+            state = _train_state(run, progress, [g[0] for g in gathered])
+            state.update(epoch_iter=e.done, epoch_sums=[g[1] for g in gathered])
+            save_checkpoint(state, path)
+        dist.barrier()
+        hint = f"saved {path}; continue with --resume {path}"
+    signum = e.signum or stop.signum
+    if signum:
+        raise Interrupted(f"{signal.Signals(signum).name}: training stopped at {where}; {hint}",
+                          exit_code=128 + signum)
+    raise TrainingStopped(f"training stopped at {where}: a DataLoader worker process died ({e.reason}); {hint}",
+                          hint=_WORKER_HINT)
 
 
 def train(cfg: Config, resume: str | None = None) -> dict:
@@ -349,14 +473,28 @@ def train(cfg: Config, resume: str | None = None) -> dict:
               f"params) on {run.train_len} instances, {run.info.world_size} process(es), device {run.info.device}, "
               f"epochs {progress.epoch + 1}..{cfg.optim.epochs}, out {out_dir}", flush=True)
     last_metrics: dict[str, float] = {}
-    for epoch in range(progress.epoch, cfg.optim.epochs):
-        row, metrics, improved = run_epoch(run, epoch, progress, writer)
-        last_metrics = metrics or last_metrics
-        rngs = dist.all_gather_object(rng_state())
-        if run.info.is_main:
-            _write_logs(run, log, writer, row, metrics, progress)
-            _save(run, progress, rngs, metrics, improved)
-        dist.barrier()
+    first_epoch = progress.epoch
+    with StopSignals() as stop:  # SIGINT / SIGTERM: stop at the next iteration boundary, saving last.pth
+
+        def should_stop() -> int:  # every process stops at the same boundary
+            return dist.all_reduce_max(stop.signum or 0, run.info.device)
+
+        try:
+            for epoch in range(progress.epoch, cfg.optim.epochs):
+                row, metrics, improved = run_epoch(run, epoch, progress, writer, should_stop)
+                last_metrics = metrics or last_metrics
+                rngs = dist.all_gather_object(rng_state())
+                if run.info.is_main:
+                    _write_logs(run, log, writer, row, metrics, progress)
+                    _save(run, progress, rngs, metrics, improved)
+                dist.barrier()
+        except StopTraining as e:
+            _stopped(run, progress, e, stop, _resume_hint(run, progress, first_epoch, resume))
+        except RuntimeError as e:
+            failure = _failure(e, stop, progress, _resume_hint(run, progress, first_epoch, resume))
+            if failure is None:
+                raise
+            raise failure from e
     if writer is not None:
         writer.close()
     best = progress.best_epoch > 0

@@ -20,6 +20,8 @@ import onnxruntime as ort
 import torch
 import torch.nn as nn
 
+from posedistill.errors import InputError, MissingFileError
+
 INPUT_NAME = "images"
 # head type -> the network's outputs, in the order the model returns them. "paf" is reserved for the
 # bottom-up models (a model returning (confidence_maps, pafs)); no registered model has it yet.
@@ -35,7 +37,7 @@ METADATA_KEY = "posedistill"
 def output_names(head_type: str) -> tuple[str, ...]:
     """Names of a model's outputs, in the order it returns them, for its `head_type`."""
     if head_type not in OUTPUT_NAMES:
-        raise ValueError(f"unknown head type {head_type!r}; known: {', '.join(OUTPUT_NAMES)}")
+        raise InputError(f"unknown head type {head_type!r}; known: {', '.join(OUTPUT_NAMES)}")
     return OUTPUT_NAMES[head_type]
 
 
@@ -50,7 +52,7 @@ def _head_type_of(names: tuple[str, ...]) -> str | None:
 def _check_images(images: np.ndarray) -> np.ndarray:
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"expected images [N, 3, H, W], got shape {list(images.shape)}")
+        raise InputError(f"expected images [N, 3, H, W], got shape {list(images.shape)}")
     return np.ascontiguousarray(images, dtype=np.float32)
 
 
@@ -71,7 +73,7 @@ class TorchBackend:
             out = self.model(x)
         outs = out if isinstance(out, (tuple, list)) else (out,)
         if len(outs) != len(self.output_names):
-            raise ValueError(f"{type(self.model).__name__} returned {len(outs)} outputs; head type "
+            raise InputError(f"{type(self.model).__name__} returned {len(outs)} outputs; head type "
                              f"{self.head_type!r} has {len(self.output_names)} ({', '.join(self.output_names)})")
         return [o.detach().float().cpu().numpy() for o in outs]
 
@@ -79,13 +81,13 @@ class TorchBackend:
 def _open_session(path: Path, options: ort.SessionOptions) -> ort.InferenceSession:
     """An ONNX Runtime session on the CPU, or a one-line error naming the file."""
     if not path.is_file():
-        raise FileNotFoundError(f"ONNX model {path} does not exist (expected a .onnx file written by "
+        raise MissingFileError(f"ONNX model {path} does not exist (expected a .onnx file written by "
                                 f"`posedistill export`)")
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own InvalidProtobuf / Fail / InvalidGraph types
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path} is not a readable ONNX model (expected a .onnx file written by "
+        raise InputError(f"{path} is not a readable ONNX model (expected a .onnx file written by "
                          f"`posedistill export`): {first_line}") from None
 
 
@@ -113,7 +115,7 @@ class OnnxBackend:
         self.output_names = output_names(self.head_type) if self.head_type else graph_outputs
         missing = [n for n in self.output_names if n not in graph_outputs]
         if missing:
-            raise ValueError(f"{self.path}: head type {self.head_type!r} needs outputs {', '.join(missing)}; "
+            raise InputError(f"{self.path}: head type {self.head_type!r} needs outputs {', '.join(missing)}; "
                              f"the graph has {', '.join(graph_outputs)}")
 
     def _read_metadata(self) -> dict:
@@ -123,9 +125,9 @@ class OnnxBackend:
         try:
             meta = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{self.path}: metadata {METADATA_KEY!r} is not valid JSON ({e})") from None
+            raise InputError(f"{self.path}: metadata {METADATA_KEY!r} is not valid JSON ({e})") from None
         if not isinstance(meta, dict):
-            raise ValueError(f"{self.path}: metadata {METADATA_KEY!r} is not a JSON object")
+            raise InputError(f"{self.path}: metadata {METADATA_KEY!r} is not a JSON object")
         return meta
 
     def __call__(self, images: np.ndarray) -> list[np.ndarray]:

@@ -16,7 +16,6 @@ people are. Four sources, all giving the same thing: an `np.ndarray [N, 5] float
 """
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Callable, Sequence
@@ -25,7 +24,8 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from posedistill.data.coco import AnnotationError, read_json
+from posedistill.data.coco import MAX_VALUE, AnnotationError, is_number, read_json, show
+from posedistill.errors import InputError, MissingFileError
 
 
 def _empty_boxes() -> np.ndarray:
@@ -36,10 +36,6 @@ def _sorted_boxes(rows: list) -> np.ndarray:
     """[N, 5] float32 boxes from rows of 5 numbers, best score first."""
     boxes = np.asarray(rows, dtype=np.float32).reshape(-1, 5)
     return boxes[np.argsort(-boxes[:, 4], kind="stable")]
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def whole_image_box(width: int, height: int) -> np.ndarray:
@@ -120,7 +116,7 @@ class DetectionFile:
             candidates = [image_id]
         else:
             stem = Path(name).stem
-            candidates = [int(stem), stem] if stem.isdigit() else [stem]
+            candidates = [int(stem), stem] if stem.isascii() and stem.isdigit() else [stem]
         for key in candidates:
             if key in self._by_image_id:
                 return self._by_image_id[key].copy()
@@ -141,14 +137,14 @@ def _check_detection(det) -> str | None:
     if "category_id" not in det:
         return "field 'category_id' is missing"
     box = det.get("bbox")
-    if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
-        return f"field 'bbox' must be 4 finite numbers [x, y, w, h], got {box!r}"
+    if not (isinstance(box, list) and len(box) == 4 and all(is_number(v) for v in box)):
+        return f"field 'bbox' must be 4 finite numbers [x, y, w, h] (|v| <= {MAX_VALUE:g}), got {show(box)}"
     if box[2] <= 0 or box[3] <= 0:
         return f"field 'bbox' has width or height <= 0: {box!r}"
     if "score" not in det:
         return "field 'score' is missing"
-    if not _is_number(det["score"]):
-        return f"field 'score' must be a finite number, got {det['score']!r}"
+    if not is_number(det["score"]):
+        return f"field 'score' must be a finite number (|v| <= {MAX_VALUE:g}), got {show(det['score'])}"
     return None
 
 
@@ -255,7 +251,7 @@ class OnnxDetector:
                  decode_grid: bool = False):
         self.path = str(path)
         if not Path(self.path).is_file():
-            raise FileNotFoundError(f"detector file not found: {self.path}")
+            raise MissingFileError(f"detector file not found: {self.path}")
         self.score_thr, self.nms_thr = float(score_thr), float(nms_thr)
         self.person_class, self.decode_grid = int(person_class), bool(decode_grid)
         self.mean = None if mean is None else np.asarray(mean, dtype=np.float32).reshape(3)
@@ -268,7 +264,7 @@ class OnnxDetector:
         outputs = [(o.name, list(o.shape)) for o in self.session.get_outputs()]
         found = _find_layout(outputs)
         if found is None:
-            raise ValueError(f"{self.path}: unknown detector outputs {outputs}; {LAYOUTS_HELP}")
+            raise InputError(f"{self.path}: unknown detector outputs {outputs}; {LAYOUTS_HELP}")
         self.layout, self._first, self._second = found
 
     def __repr__(self) -> str:
@@ -280,17 +276,17 @@ class OnnxDetector:
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             found = [(i.name, list(i.shape)) for i in inputs]
-            raise ValueError(f"{self.path}: expected one image input [1, 3, height, width], found {found}")
+            raise InputError(f"{self.path}: expected one image input [1, 3, height, width], found {found}")
         if inputs[0].type != "tensor(float)":
-            raise ValueError(f"{self.path}: input {inputs[0].name!r} is {inputs[0].type}, expected tensor(float)")
+            raise InputError(f"{self.path}: input {inputs[0].name!r} is {inputs[0].type}, expected tensor(float)")
         h, w = inputs[0].shape[2:]
         if isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0:
             if input_size is not None and tuple(input_size) != (w, h):
-                raise ValueError(f"{self.path}: input_size={tuple(input_size)} (width, height) but the model's "
+                raise InputError(f"{self.path}: input_size={tuple(input_size)} (width, height) but the model's "
                                  f"input is fixed at {w}x{h}")
             return inputs[0].name, (w, h)
         if input_size is None:
-            raise ValueError(f"{self.path}: the model's input size is dynamic ({inputs[0].shape}); pass "
+            raise InputError(f"{self.path}: the model's input size is dynamic ({inputs[0].shape}); pass "
                              f"input_size=(width, height), the size it was trained at (e.g. 640, 640)")
         return inputs[0].name, (int(input_size[0]), int(input_size[1]))
 
@@ -298,7 +294,7 @@ class OnnxDetector:
         """(blob [1, 3, in_h, in_w] float32, (sx, sy)): the letterboxed, normalised image and the
         scale factors from image to input pixels (x_input = x_image * sx)."""
         if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
-            raise ValueError(f"expected a BGR image [H, W, 3], got shape {image_bgr.shape}")
+            raise InputError(f"expected a BGR image [H, W, 3], got shape {image_bgr.shape}")
         in_w, in_h = self.input_size
         h, w = image_bgr.shape[:2]
         scale = min(in_h / h, in_w / w)
@@ -333,7 +329,7 @@ class OnnxDetector:
         """[N, 5] xyxy + score in input pixels from MMDeploy's dets / labels."""
         dets, labels = np.asarray(outputs[self._first]), np.asarray(outputs[self._second])
         if dets.ndim != 3 or dets.shape[0] != 1 or dets.shape[2] != 5 or labels.shape != dets.shape[:2]:
-            raise ValueError(f"{self.path}: end2end outputs have shapes dets {list(dets.shape)}, labels "
+            raise InputError(f"{self.path}: end2end outputs have shapes dets {list(dets.shape)}, labels "
                              f"{list(labels.shape)}; expected [1, N, 5] and [1, N]")
         dets, labels = dets[0], labels[0]
         keep = (labels.astype(np.int64) == self.person_class) & (dets[:, 4] >= self.score_thr)
@@ -343,15 +339,15 @@ class OnnxDetector:
         """[N, 5] xyxy + score in input pixels from YOLOX's [1, A, 5 + C] rows, after NMS."""
         out = np.asarray(output, dtype=np.float32)
         if out.ndim != 3 or out.shape[0] != 1 or out.shape[2] < 6:
-            raise ValueError(f"{self.path}: yolox output has shape {list(out.shape)}; expected [1, A, 5 + C]")
+            raise InputError(f"{self.path}: yolox output has shape {list(out.shape)}; expected [1, A, 5 + C]")
         rows = out[0].copy()
         num_classes = rows.shape[1] - 5
         if not 0 <= self.person_class < num_classes:
-            raise ValueError(f"{self.path}: person_class={self.person_class} but the model has {num_classes} classes")
+            raise InputError(f"{self.path}: person_class={self.person_class} but the model has {num_classes} classes")
         if self.decode_grid:
             rows = self._decode_grid(rows)
         elif rows.size and rows[:, 2:4].min() < 0:
-            raise ValueError(f"{self.path}: yolox output has negative box sizes, so its rows look undecoded "
+            raise InputError(f"{self.path}: yolox output has negative box sizes, so its rows look undecoded "
                              f"(exported without --decode_in_inference); pass decode_grid=True")
         scores = rows[:, 4] * rows[:, 5 + self.person_class]
         keep = scores >= self.score_thr
@@ -369,7 +365,7 @@ class OnnxDetector:
             if sum(gh * gw for gh, gw in sizes) == len(rows):
                 break
         else:
-            raise ValueError(f"{self.path}: {len(rows)} yolox rows do not match the grids of strides "
+            raise InputError(f"{self.path}: {len(rows)} yolox rows do not match the grids of strides "
                              f"{YOLOX_STRIDES} (or with 64) at input {in_w}x{in_h}")
         cells, steps = [], []
         for (gh, gw), s in zip(sizes, strides):
@@ -405,7 +401,7 @@ class BoxTracker:
     def __init__(self, detect: Callable[[np.ndarray], np.ndarray], every: int = 5, iou_thr: float = 0.3,
                  pad: float = 1.25):
         if every < 1:
-            raise ValueError(f"every must be >= 1 (detect on every n-th frame), got {every}")
+            raise InputError(f"every must be >= 1 (detect on every n-th frame), got {every}")
         self.detect, self.every, self.iou_thr, self.pad = detect, int(every), float(iou_thr), float(pad)
         self.detector_calls = 0
         self.frame_index = 0
@@ -444,7 +440,7 @@ class BoxTracker:
     def update(self, keypoints: Sequence[np.ndarray]) -> None:
         """Move each carried box to its person's pose on the frame just returned (see the class)."""
         if len(keypoints) != len(self._boxes):
-            raise ValueError(f"update() got {len(keypoints)} keypoint arrays for {len(self._boxes)} boxes; "
+            raise InputError(f"update() got {len(keypoints)} keypoint arrays for {len(self._boxes)} boxes; "
                              f"pass one [K, 3] array per box returned by the last call, in order")
         w, h = self._frame_size
         for i, kps in enumerate(keypoints):

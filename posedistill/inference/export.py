@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from posedistill.errors import DependencyError, InputError
 from posedistill.inference.backends import INPUT_NAME, METADATA_KEY, OnnxBackend, TorchBackend, output_names
 
 try:
@@ -64,7 +65,7 @@ def _embedded_metadata(model: nn.Module, input_size: tuple[int, int], metadata: 
     for key, value in facts.items():
         given = meta.setdefault(key, value)
         if (list(given) if isinstance(given, (list, tuple)) else given) != value:
-            raise ValueError(f"metadata {key}={given!r} contradicts the exported model ({key}={value!r})")
+            raise InputError(f"metadata {key}={given!r} contradicts the exported model ({key}={value!r})")
     return meta
 
 
@@ -104,9 +105,9 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: tuple[int
     """Write `model` (in eval mode) as ONNX to `path` for input `input_size` (width, height), with
     `metadata` (JSON-serialisable) embedded; see the module docstring for the file's layout."""
     if onnx is None:
-        raise ImportError("ONNX export needs the `onnx` package: pip install 'posedistill[onnx]'")
+        raise DependencyError("ONNX export needs the `onnx` package: pip install 'posedistill[onnx]'")
     if int(opset) < MIN_OPSET:
-        raise ValueError(f"opset {opset} is not supported; ONNX export needs opset >= {MIN_OPSET}")
+        raise InputError(f"opset {opset} is not supported; ONNX export needs opset >= {MIN_OPSET}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta_json = json.dumps(_embedded_metadata(model, input_size, metadata), sort_keys=True)  # fails before tracing
@@ -132,7 +133,7 @@ def check_parity(model: nn.Module, onnx_path: str | os.PathLike, input_size: tup
             images = rng.standard_normal((n, 3, h, w), dtype=np.float32)
             for ref, got in zip(eager(images), session(images), strict=True):
                 if ref.shape != got.shape:
-                    raise ValueError(f"{onnx_path}: output shape {list(got.shape)} != eager {list(ref.shape)}")
+                    raise InputError(f"{onnx_path}: output shape {list(got.shape)} != eager {list(ref.shape)}")
                 spread = float(ref.max() - ref.min()) or 1.0
                 worst = max(worst, float(np.abs(got - ref).max()) / spread)
     return worst

@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from posedistill.errors import InputError
 from posedistill.engine.config import Config
 from posedistill.inference.backends import OnnxBackend, TorchBackend
 from posedistill.inference.boxes import OnnxDetector, read_detections, whole_image_box
@@ -34,13 +35,13 @@ def open_model(path: str, cfg: Config | None = None, *, backend: str = "auto", d
     """(model, codec, keypoint set) and the backend that runs it. "auto" = ONNX Runtime for a .onnx
     file, PyTorch otherwise."""
     if backend not in BACKENDS:
-        raise ValueError(f"--backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
+        raise InputError(f"--backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
     is_onnx = Path(path).suffix.lower() == ".onnx"
     if backend == "onnxruntime" and not is_onnx:
-        raise ValueError(f"--backend onnxruntime runs an exported .onnx file, got {path}; "
+        raise InputError(f"--backend onnxruntime runs an exported .onnx file, got {path}; "
                          f"make one with `posedistill export {path} --format onnx`")
     if backend == "torch" and is_onnx:
-        raise ValueError(f"--backend torch needs a posedistill checkpoint (.pth), got the ONNX file {path}")
+        raise InputError(f"--backend torch needs a posedistill checkpoint (.pth), got the ONNX file {path}")
     if is_onnx:
         runner = OnnxBackend(path, threads=threads)
         return load_onnx_card(runner.metadata, f"ONNX file {path}", cfg), runner
@@ -53,17 +54,17 @@ def box_source(boxes: str | None, detector: str | None = None, *, score_thr: flo
     """Where person boxes come from: `detector` (an ONNX person detector file), `boxes` = "whole" (the
     whole image as one box, the default), a COCO detections JSON, or "bottomup:CKPT" (not built yet)."""
     if detector and boxes not in (None, "whole"):
-        raise ValueError("give either --boxes or --detector, not both")
+        raise InputError("give either --boxes or --detector, not both")
     if detector:
         if detector_preset not in DETECTOR_PRESETS:
-            raise ValueError(f"--det-preset: expected one of {', '.join(DETECTOR_PRESETS)}, got {detector_preset!r}")
+            raise InputError(f"--det-preset: expected one of {', '.join(DETECTOR_PRESETS)}, got {detector_preset!r}")
         det = OnnxDetector(detector, score_thr=score_thr, input_size=detector_input,
                            **DETECTOR_PRESETS[detector_preset])
         return lambda image, path: det(image)
     if boxes in (None, "whole"):
         return lambda image, path: whole_image_box(image.shape[1], image.shape[0])
     if boxes.startswith("bottomup:"):
-        raise ValueError("--boxes bottomup:CKPT needs the bottom-up models, which are not built yet "
+        raise InputError("--boxes bottomup:CKPT needs the bottom-up models, which are not built yet "
                          "(issue: bottom-up pose with Part Affinity Fields)")
     dets = read_detections(boxes, score_thr=score_thr)
     return lambda image, path: dets.boxes_for(path)

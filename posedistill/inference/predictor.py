@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import torch.nn as nn
 
+from posedistill.errors import InputError
 from posedistill.data.transforms import (box_to_center_scale, crop_to_image, get_affine, invert_affine,
                                          normalize_image, warp_crop)
 from posedistill.engine import build
@@ -48,7 +49,7 @@ def config_of(card: dict, cfg: Config | None, where: str) -> Config:
     if cfg is not None:
         return cfg
     if not card.get("config"):
-        raise ValueError(f"{where} records no posedistill model card (an official release, or a checkpoint "
+        raise InputError(f"{where} records no posedistill model card (an official release, or a checkpoint "
                          f"from before cards were saved): pass --config with the recipe it was trained with")
     return config_from_dict(card["config"], f"{where} (model card)")
 
@@ -62,10 +63,8 @@ def load_model(checkpoint: str | Path, cfg: Config | None = None) -> LoadedModel
     cfg = config_of(card, cfg, where)
     meta, input_size = _parts(cfg, card)
     model = build.model_from_config(cfg, meta.num_joints, with_init_weights=False)
-    if isinstance(state.get("model"), dict):
-        model.load_state_dict(state["model"])
-    else:
-        load_weights(model, checkpoint, strict=True)
+    build.check_card(str(checkpoint), card, build.model_card(cfg, meta, model))
+    load_weights(model, checkpoint, strict=True)
     model.eval()
     codec = build.build_codec(cfg.codec, input_size, model.output_stride, model.head_type)
     return LoadedModel(model, codec, meta, cfg, input_size, card or {})

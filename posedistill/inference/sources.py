@@ -17,6 +17,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from posedistill.errors import InputError, MissingFileError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
@@ -51,7 +53,7 @@ class Source:
         for i, path in enumerate(self.paths):
             image = cv2.imread(path, cv2.IMREAD_COLOR)
             stem = Path(path).stem
-            yield Frame(os.path.basename(path), path, i, image, int(stem) if stem.isdigit() else i)
+            yield Frame(os.path.basename(path), path, i, image, int(stem) if stem.isascii() and stem.isdigit() else i)
 
 
 def _video_frames(path: str) -> Iterator[Frame]:
@@ -75,7 +77,7 @@ def open_source(spec: str) -> Source:
     if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
         cap = cv2.VideoCapture(str(path))
         if not cap.isOpened():
-            raise ValueError(f"{spec}: OpenCV could not open this video")
+            raise InputError(f"{spec}: OpenCV could not open this video")
         src = Source(spec, video=str(path), fps=float(cap.get(cv2.CAP_PROP_FPS) or 25.0),
                      frame_count=int(cap.get(cv2.CAP_PROP_FRAME_COUNT)),
                      size=(int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))))
@@ -90,7 +92,7 @@ def open_source(spec: str) -> Source:
         paths = sorted(p for p in glob.glob(spec, recursive=True) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
         what = f"{spec}: no such file or folder, and no image matches it as a glob pattern"
     if not paths:
-        raise FileNotFoundError(what)
+        raise MissingFileError(what)
     return Source(spec, paths=paths)
 
 
@@ -125,7 +127,7 @@ class VideoOut:
         self.path = str(path)
         self.writer = cv2.VideoWriter(self.path, cv2.VideoWriter_fourcc(*"mp4v"), fps or 25.0, tuple(size))
         if not self.writer.isOpened():
-            raise OSError(f"{path}: OpenCV could not open an mp4v video writer")
+            raise InputError(f"{path}: OpenCV could not open an mp4v video writer")
         self.frames = 0
 
     def write(self, image: np.ndarray) -> None:

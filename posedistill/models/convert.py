@@ -25,6 +25,8 @@ from typing import Mapping
 
 import torch
 
+from posedistill.errors import InputError
+
 ARCHS = ("simplebaseline", "hrnet", "simcc")
 HEAD_PREFIXES = ("keypoint_head.", "head.")  # MMPose 0.x, 1.x
 
@@ -33,7 +35,7 @@ def _unwrap(obj: object, where: str) -> dict[str, torch.Tensor]:
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{where}: expected an MMPose checkpoint (a dict with 'state_dict') or a state dict")
+        raise InputError(f"{where}: expected an MMPose checkpoint (a dict with 'state_dict') or a state dict")
     return dict(obj)
 
 
@@ -44,7 +46,7 @@ def convert_mmpose_checkpoint(state_dict: Mapping[str, torch.Tensor], arch: str)
     Raises ValueError listing every key that has no official counterpart, or when the head keys
     do not fit `arch` (deconv layers in an HRNet checkpoint, none in a SimpleBaseline one)."""
     if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+        raise InputError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
     state = _unwrap(state_dict, "convert_mmpose_checkpoint")
     if state and all(k.startswith("module.") for k in state):  # saved from a DDP-wrapped model
         state = {k[len("module."):]: v for k, v in state.items()}
@@ -66,22 +68,22 @@ def convert_mmpose_checkpoint(state_dict: Mapping[str, torch.Tensor], arch: str)
             unmapped.append(key)
             continue
         if new in out:
-            raise ValueError(f"two MMPose keys map to {new!r} (mixed 0.x 'keypoint_head.' and 1.x 'head.' keys?)")
+            raise InputError(f"two MMPose keys map to {new!r} (mixed 0.x 'keypoint_head.' and 1.x 'head.' keys?)")
         out[new] = value
     if unmapped:
-        raise ValueError(f"{len(unmapped)} MMPose key(s) have no official {arch} counterpart: "
+        raise InputError(f"{len(unmapped)} MMPose key(s) have no official {arch} counterpart: "
                          f"{', '.join(sorted(unmapped))}")
     has_deconv = any(k.startswith("deconv_layers.") for k in out)
     if arch == "hrnet" and has_deconv:
-        raise ValueError("checkpoint has head deconv_layers.* keys, which the official HRNet has not; "
+        raise InputError("checkpoint has head deconv_layers.* keys, which the official HRNet has not; "
                          "use --arch simplebaseline")
     if arch == "simplebaseline" and not has_deconv:
-        raise ValueError("checkpoint has no head deconv_layers.* keys; a SimpleBaseline checkpoint needs them "
+        raise InputError("checkpoint has no head deconv_layers.* keys; a SimpleBaseline checkpoint needs them "
                          "(an HRNet checkpoint? use --arch hrnet)")
     if arch == "simcc" and not {"mlp_head_x.weight", "mlp_head_y.weight"} <= set(out):
-        raise ValueError("checkpoint has no head mlp_head_x / mlp_head_y weights; not a SimCC checkpoint")
+        raise InputError("checkpoint has no head mlp_head_x / mlp_head_y weights; not a SimCC checkpoint")
     if "final_layer.weight" not in out:
-        raise ValueError("checkpoint has no head final_layer.weight (expected keypoint_head.final_layer.weight "
+        raise InputError("checkpoint has no head final_layer.weight (expected keypoint_head.final_layer.weight "
                          "or head.final_layer.weight)")
     return out
 

@@ -10,6 +10,8 @@ from typing import Callable
 
 import torch.nn as nn
 
+from posedistill.errors import UnknownNameError
+
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -29,7 +31,7 @@ def list_models() -> list[str]:
 def create_model(name: str, **kwargs) -> nn.Module:
     """Build a registered model; an unknown name lists the registered ones."""
     if name not in MODELS:
-        raise KeyError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
+        raise UnknownNameError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
     return MODELS[name](**kwargs)
 
 

@@ -13,20 +13,23 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
 
+from posedistill.errors import CheckpointError, MissingFileError
 from posedistill.models.registry import create_model_at
 
 # Prefixes that wrappers put in front of every key; tried only when the keys do not match as they are.
 WRAPPER_PREFIXES = ("module.", "model.", "backbone.", "student.", "teacher.")
 
 
-class CheckpointMismatchError(ValueError):
-    """A checkpoint does not fit a model; the message lists the offending keys."""
+class CheckpointMismatchError(CheckpointError, ValueError):
+    """A checkpoint does not fit a model; the message counts the offending keys, `details` lists them."""
 
 
 def _extract_state_dict(obj: Any, path: str) -> dict[str, torch.Tensor]:
@@ -106,29 +109,57 @@ def _format_keys(title: str, keys: list[str], limit: int = 40) -> str:
     return f"{title} ({len(keys)}): {shown}{more}"
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True,
-                 map_location: str | torch.device = "cpu") -> dict[str, list[str]]:
-    """Load weights from `path` into `model` (torch.load with weights_only=True).
+def _refused(path: str, error: Exception) -> CheckpointError | None:
+    """The error for a file `weights_only` loading refused because unpickling it would import or call
+    Python objects (code can run that way); None for other failures."""
+    text = str(error)
+    if not (isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in text):
+        return None
+    found = re.search(r"Unsupported (?:global|operand)[^\n]*?(GLOBAL\s+[\w.]+|\d+)", text)
+    what = f" ({found.group(1)})" if found else ""
+    return CheckpointError(f"checkpoint {path} was refused: unpickling it would import or call Python objects"
+                           f"{what}, and posedistill loads only tensors and plain values (torch.load "
+                           f"weights_only=True), so code in a file cannot run",
+                           hint="if you trust the file, load it yourself with weights_only=False and re-save "
+                                "its state dict: torch.save(state_dict, 'clean.pth')")
 
-    Raises CheckpointMismatchError naming the file and every missing / unexpected key and every
-    shape mismatch (with strict=False, only shape mismatches are errors). Returns
-    {"missing": [...], "unexpected": [...]} as left by a non-strict load."""
+
+def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """`torch.load(path, weights_only=True)` with errors that name the file: missing, refused (pickled
+    code), or truncated / corrupt."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
-    obj = torch.load(path, map_location=map_location, weights_only=True)
-    state = _extract_state_dict(obj, path)
-    state = match_state_dict(state, set(model.state_dict()))
+        raise MissingFileError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises RuntimeError / UnpicklingError / EOFError / zip errors
+        refused = _refused(path, e)
+        if refused is not None:
+            raise refused from None
+        raise CheckpointError(f"checkpoint {path} could not be read (truncated or corrupt?): "
+                              f"{type(e).__name__}: {' '.join(str(e).split())[:300]}") from None
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True,
+                 map_location: str | torch.device = "cpu") -> dict[str, list[str]]:
+    """Load weights from `path` into `model` (`safe_load`: torch.load with weights_only=True).
+
+    Raises CheckpointMismatchError naming the file with the numbers of missing / unexpected keys and
+    shape mismatches and the first of each (every key in its `details`, which `--debug` prints); with
+    strict=False only shape mismatches are errors. Returns {"missing": [...], "unexpected": [...]} as
+    left by a non-strict load."""
+    path = os.fspath(path)
+    state = match_state_dict(_extract_state_dict(safe_load(path, map_location), path), set(model.state_dict()))
     missing, unexpected, shapes = describe_mismatch(state, model, strict)
     if missing or unexpected or shapes:
-        parts = [f"{path}: checkpoint does not fit {type(model).__name__}"]
-        if missing:
-            parts.append(_format_keys("missing keys", missing))
-        if unexpected:
-            parts.append(_format_keys("unexpected keys", unexpected))
-        if shapes:
-            parts.append(_format_keys("shape mismatches", shapes))
-        raise CheckpointMismatchError("\n".join(parts))
+        counts = [f"{len(v)} {what} (first: {v[0]})" for what, v in
+                  (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)) if v]
+        details = [_format_keys(what, v, limit=10_000) for what, v in
+                   (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)) if v]
+        error = CheckpointMismatchError(f"{path}: checkpoint does not fit {type(model).__name__}: " + "; ".join(counts),
+                                        hint="is it the checkpoint of this recipe's model? `--debug` lists every key")
+        error.details = "\n".join(details)
+        raise error
     result = model.load_state_dict(state, strict=False)
     return {"missing": sorted(k for k in result.missing_keys if not _ignorable(k)),
             "unexpected": sorted(result.unexpected_keys)}

@@ -1,0 +1,117 @@
+"""Expected failures reach the user as one line `posedistill COMMAND: error: ...` (and a hint line), exit 2,
+no traceback; `--debug` / POSEDISTILL_DEBUG=1 shows it. Checkpoints say what they hold when they do not fit."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from posedistill.cli import main as cli_main
+from posedistill.commands.demo import generate_data
+from posedistill.engine.config import load_config
+from posedistill.engine.loop import train
+from posedistill.errors import CheckpointError, PosedistillError
+from posedistill.inference import export as export_module
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    return generate_data(tmp_path_factory.mktemp("synth"), n_train=4, n_val=2, seed=0)
+
+
+def _overrides(synth, out, *extra) -> list[str]:
+    (train_ann, train_img), (val_ann, val_img) = synth["train"], synth["val"]
+    return [f"data.train_ann={train_ann}", f"data.train_images={train_img}", f"data.val_ann={val_ann}",
+            f"data.val_images={val_img}", "data.val_boxes=gt", "data.input_size=[64, 64]", "model.name=elpn_v1",
+            "optim.epochs=1", "optim.milestones=[]", "train.max_iters_per_epoch=1", "train.batch_size=4",
+            "train.workers=0", "train.eval_interval=0", "train.progress=false", "eval.flip_test=false",
+            f"train.out_dir={out}", *extra]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(synth, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    train(load_config(None, _overrides(synth, out)))
+    return out / "last.pth"
+
+
+def _one_line_error(capsys, command: str) -> str:
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("posedistill ")]
+    assert "Traceback" not in err, err
+    assert lines and lines[0].startswith(f"posedistill {command}: error: "), err
+    assert all(ln.startswith(f"posedistill {command}: ") for ln in lines) and len(lines) <= 2, err
+    return lines[0]
+
+
+def test_bad_annotation_unknown_model_and_bad_override(synth, tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    data = json.loads(Path(synth["train"][0]).read_text())
+    data["annotations"][1]["keypoints"] = data["annotations"][1]["keypoints"][:-3]   # one joint short
+    bad.write_text(json.dumps(data))
+    assert cli_main(["train", "configs/demo_base.yaml", *_overrides(synth, tmp_path / "a"),
+                     f"data.train_ann={bad}"]) == 2
+    line = _one_line_error(capsys, "train")
+    assert "bad.json" in line and f"id {data['annotations'][1]['id']}" in line and "keypoints" in line
+    assert cli_main(["train", "configs/demo_base.yaml", *_overrides(synth, tmp_path / "b"), "model.name=elpn_v9"]) == 2
+    assert "unknown model 'elpn_v9'" in _one_line_error(capsys, "train")
+    assert cli_main(["eval", "configs/demo_base.yaml", "optim.lr=fast", "--checkpoint", "x.pth"]) == 2
+    assert "optim.lr" in _one_line_error(capsys, "eval")
+
+
+def test_checkpoint_of_another_model_says_what_it_holds(synth, checkpoint, tmp_path, capsys):
+    recipe = ["configs/demo_base.yaml", *_overrides(synth, tmp_path), "model.name=simplebaseline_r18"]
+    assert cli_main(["eval", *recipe, "--checkpoint", str(checkpoint)]) == 2
+    line = _one_line_error(capsys, "eval")
+    assert "holds elpn_v1 (17 joints, heatmap 16x16); the config builds simplebaseline_r18 (17 joints, " \
+           "heatmap 16x16)" in line
+    # a file without a card (an official release) is checked by key layout: counted, keys only with --debug
+    bare = tmp_path / "bare.pth"
+    torch.save(torch.load(checkpoint, weights_only=True)["model"], bare)
+    assert cli_main(["eval", *recipe, "--checkpoint", str(bare)]) == 2
+    line = _one_line_error(capsys, "eval")
+    assert "does not fit" in line and "missing keys (first:" in line
+    with pytest.raises(CheckpointError):
+        cli_main(["--debug", "eval", *recipe, "--checkpoint", str(bare)])
+    assert "missing keys (" in capsys.readouterr().err          # the whole key list under --debug
+
+
+class _Payload:   # any class: unpickling it means importing and calling code
+    pass
+
+
+def test_refused_and_corrupt_checkpoints(synth, checkpoint, tmp_path, capsys, monkeypatch):
+    evil = tmp_path / "evil.pth"
+    with open(evil, "wb") as f:
+        torch.save({"model": _Payload()}, f)
+    assert cli_main(["predict", "tests/data/coco", "-c", str(evil), "--out", str(tmp_path / "p")]) == 2
+    line = _one_line_error(capsys, "predict")
+    assert "was refused" in line and "_Payload" in line and "truncated or corrupt" not in line
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(checkpoint.read_bytes()[:5000])
+    assert cli_main(["export", str(cut)]) == 2
+    assert "truncated or corrupt" in _one_line_error(capsys, "export")
+    monkeypatch.setenv("POSEDISTILL_DEBUG", "1")
+    with pytest.raises(PosedistillError):
+        cli_main(["export", str(cut)])
+
+
+def test_non_finite_loss_and_missing_dependency(synth, checkpoint, tmp_path, capsys, monkeypatch):
+    assert cli_main(["train", "configs/demo_base.yaml", *_overrides(synth, tmp_path / "r"),
+                     "loss.loss_weight=.inf"]) == 2
+    line = _one_line_error(capsys, "train")
+    assert "loss is" in line and "parts" in line
+    monkeypatch.setattr(export_module, "onnx", None)          # as if `onnx` were not installed
+    assert cli_main(["export", str(checkpoint), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "pip install" in _one_line_error(capsys, "export")
+
+
+def test_unexpected_errors_keep_their_traceback(monkeypatch):
+    """A bug is not an expected failure: cli.py lets it through with its traceback."""
+    def broken(argv):
+        raise ZeroDivisionError("a bug")
+    monkeypatch.setattr("posedistill.commands.profile.main", broken)
+    with pytest.raises(ZeroDivisionError):
+        cli_main(["profile", "elpn_v1"])
