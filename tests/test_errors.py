@@ -15,6 +15,8 @@ from posedistill.engine.loop import train
 from posedistill.errors import CheckpointError, PosedistillError
 from posedistill.inference import export as export_module
 
+from helpers import tiny_run
+
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
@@ -22,12 +24,7 @@ def synth(tmp_path_factory):
 
 
 def _overrides(synth, out, *extra) -> list[str]:
-    (train_ann, train_img), (val_ann, val_img) = synth["train"], synth["val"]
-    return [f"data.train_ann={train_ann}", f"data.train_images={train_img}", f"data.val_ann={val_ann}",
-            f"data.val_images={val_img}", "data.val_boxes=gt", "data.input_size=[64, 64]", "model.name=elpn_v1",
-            "optim.epochs=1", "optim.milestones=[]", "train.max_iters_per_epoch=1", "train.batch_size=4",
-            "train.workers=0", "train.eval_interval=0", "train.progress=false", "eval.flip_test=false",
-            f"train.out_dir={out}", *extra]
+    return tiny_run(synth, out, "train.max_iters_per_epoch=1", *extra)
 
 
 @pytest.fixture(scope="module")

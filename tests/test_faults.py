@@ -29,6 +29,8 @@ from posedistill.engine.loop import train
 from posedistill.engine.stopping import StopSignals
 from posedistill.errors import DiskFullError, Interrupted, TrainingStopped
 
+from helpers import tiny_run
+
 RECIPE = "model:\n  name: elpn_v1\noptim:\n  lr: 2.0e-3\n"
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
@@ -44,12 +46,8 @@ def synth(tmp_path_factory):
 
 def overrides(synth, out_dir, *extra) -> list[str]:
     """2 epochs of 4 iterations (batch 2, augmentation on) of the 1.1M-parameter elpn_v1 at 64x64."""
-    (train_ann, train_img), (val_ann, val_img) = synth["train"], synth["val"]
-    return [f"data.train_ann={train_ann}", f"data.train_images={train_img}", f"data.val_ann={val_ann}",
-            f"data.val_images={val_img}", "data.val_boxes=gt", "data.input_size=[64, 64]", "model.name=elpn_v1",
-            "codec.sigma=1.5", "optim.milestones=[]", "optim.epochs=2", "optim.warmup_iters=3",
-            "train.max_iters_per_epoch=4", "train.batch_size=2", "train.workers=0", "train.eval_interval=0",
-            "train.progress=false", "train.log_interval=1", "train.device=cpu", f"train.out_dir={out_dir}", *extra]
+    return tiny_run(synth, out_dir, "codec.sigma=1.5", "optim.warmup_iters=3", "train.log_interval=1",
+                    "train.device=cpu", "eval.flip_test=true", *extra, epochs=2, iters=4, batch=2)
 
 
 def assert_same_run(a_path: Path, b_path: Path) -> None:

@@ -23,18 +23,14 @@ from posedistill.engine.config import load_config
 from posedistill.engine.loop import train
 from posedistill.inference.pipeline import build_pipeline
 from posedistill.inference.predictor import load_model
+from helpers import tiny_run
 from test_inference_boxes import End2End, _export  # the tiny ONNX detector of the documented layout
 
 COCO_IMAGES = Path(__file__).parent / "data" / "coco"     # four val2017 images and their detections
 
 
 def _overrides(synth, out_dir, *extra) -> list[str]:
-    (train_ann, train_img), (val_ann, val_img) = synth["train"], synth["val"]
-    return [f"data.train_ann={train_ann}", f"data.train_images={train_img}", f"data.val_ann={val_ann}",
-            f"data.val_images={val_img}", "data.val_boxes=gt", "data.input_size=[64, 64]",
-            "model.name=elpn_v1", "optim.epochs=1", "optim.milestones=[]", "train.max_iters_per_epoch=2",
-            "train.batch_size=4", "train.workers=0", "train.eval_interval=0", "train.progress=false",
-            "eval.flip_test=false", f"train.out_dir={out_dir}", *extra]
+    return tiny_run(synth, out_dir, *extra)
 
 
 @pytest.fixture(scope="module")

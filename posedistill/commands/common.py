@@ -35,11 +35,12 @@ def require_teacher(cfg: Config, config_path: str) -> None:
         raise ConfigError(f"{config_path}: distill.teacher.checkpoint {cfg.distill.teacher.checkpoint}: no such file")
 
 
-def _size(text: str) -> tuple[int, int]:
+def parse_size(text: str) -> tuple[int, int]:
+    """argparse type of a WIDTHxHEIGHT option (`640x480`)."""
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x640, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x480, got {text!r}") from None
     return w, h
 
 
@@ -53,7 +54,7 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--det-preset", choices=tuple(DETECTOR_PRESETS), default="yolox",
                    help="the detector's pre/post-processing: yolox (raw pixels, decoded boxes), yolox-grid "
                    "(YOLOX's default export, grid decoded here), rtmdet (MMDetection mean/std)")
-    p.add_argument("--det-input", type=_size, metavar="WxH",
+    p.add_argument("--det-input", type=parse_size, metavar="WxH",
                    help="detector input size, for detectors exported with a dynamic input (e.g. 640x640)")
     p.add_argument("--det-score-thr", type=float, default=0.3, help="drop person boxes scoring below this")
     p.add_argument("--backend", choices=BACKENDS, default="auto", help="auto: ONNX Runtime for .onnx files")

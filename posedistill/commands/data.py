@@ -5,15 +5,8 @@ from __future__ import annotations
 import argparse
 
 from posedistill.data.synth_render import DIFFICULTY
+from posedistill.commands.common import parse_size
 from posedistill.data.synthetic import FORMATS, generate_dataset, generate_video
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--size expects WIDTHxHEIGHT such as 640x480, got {text!r}") from None
-    return w, h
 
 
 def _rate(text: str) -> float:
@@ -31,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--images", type=int, required=True, help="number of images")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--format", choices=sorted(FORMATS), default="coco")
-    s.add_argument("--size", type=_parse_size, default=(640, 480), help="WIDTHxHEIGHT (default 640x480)")
+    s.add_argument("--size", type=parse_size, default=(640, 480), help="WIDTHxHEIGHT (default 640x480)")
     s.add_argument("--difficulty", choices=sorted(DIFFICULTY), default="medium")
     s.add_argument("--missing-label-rate", type=_rate, default=0.0,
                    help="fraction of labelled joints removed from the annotations (images unchanged)")
@@ -42,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--out", required=True, help="output .mp4 path")
     v.add_argument("--frames", type=int, default=60)
     v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--size", type=_parse_size, default=(640, 480))
+    v.add_argument("--size", type=parse_size, default=(640, 480))
     v.add_argument("--fps", type=float, default=15.0)
     v.add_argument("--people", type=int, default=3)
     args = p.parse_args(argv)
