@@ -112,3 +112,25 @@ def test_unexpected_errors_keep_their_traceback(monkeypatch):
     monkeypatch.setattr("posedistill.commands.profile.main", broken)
     with pytest.raises(ZeroDivisionError):
         cli_main(["profile", "elpn_v1"])
+
+
+def test_unreadable_training_images_are_counted_and_stop_the_run_past_the_threshold(tmp_path, capsys):
+    """A corrupt image: its people are skipped (replaced by readable ones), counted in log.json and the run's
+    last line; above train.max_skipped_fraction the run stops with the list."""
+    splits = generate_data(tmp_path / "data", n_train=4, n_val=2, seed=3)
+    ann = json.loads(Path(splits["train"][0]).read_text())
+    broken = ann["images"][0]
+    (Path(splits["train"][1]) / broken["file_name"]).write_bytes(b"\xff\xd8 damaged")
+    people = sum(a["image_id"] == broken["id"] for a in ann["annotations"])
+    total = len(ann["annotations"])
+    run = ["configs/demo_base.yaml", *tiny_run(splits, tmp_path / "ok", "data.flip=false", epochs=2, iters=20,
+                                               batch=2), "train.max_skipped_fraction=0.9"]
+    with pytest.warns(UserWarning, match=broken["file_name"]):
+        assert cli_main(["train", *run]) == 0
+    log = json.loads((tmp_path / "ok" / "log.json").read_text())
+    assert log[-1]["skipped"] == people and broken["file_name"] in log[-1]["skipped_examples"]
+    assert f"skipped {people} training samples" in capsys.readouterr().out
+    with pytest.warns(UserWarning):
+        assert cli_main(["train", *run, f"train.out_dir={tmp_path / 'stop'}", "train.max_skipped_fraction=0.01"]) == 2
+    line = _one_line_error(capsys, "train")
+    assert f"{people} of {total} training samples" in line and broken["file_name"] in line

@@ -277,8 +277,9 @@ def test_sigterm_cli_exits_143_and_resumes(synth, tmp_path):
     out, err = run.communicate(timeout=120)
     last = tmp_path / "run" / "last.pth"
     assert run.returncode == 143, err[-3000:]
-    assert err.strip().splitlines()[-1].startswith("posedistill train: error: SIGTERM: training stopped at "
-                                                   "epoch 2 after "), err[-3000:]
+    # the error line (a dying DataLoader worker may still print after it on a loaded machine)
+    assert any(ln.startswith("posedistill train: error: SIGTERM: training stopped at epoch 2 after ")
+               for ln in err.splitlines()), err[-3000:]
     assert f"saved {last}; continue with --resume {last}" in err and "Traceback" not in err
     state = read_checkpoint(last)
     assert state["epoch"] == 1 and 1 <= state["epoch_iter"] < 4

@@ -42,7 +42,8 @@ def test_sample_keys_shapes_and_eval_geometry(data_dir):
     s = ds[0]
     expected = {"image": (3, 256, 192), "heatmaps": (17, 64, 48), "target_weight": (17,), "keypoints": (17, 3),
                 "center": (2,), "scale": (2,), "affine": (2, 3), "aug_affine": (2, 3), "flipped": (),
-                "image_id": (), "ann_id": (), "index": (), "bbox_score": (), "area": (), "head_size": ()}
+                "image_id": (), "ann_id": (), "index": (), "bbox_score": (), "area": (), "head_size": (),
+                "skipped_from": ()}
     assert set(s) == set(expected)
     for k, shape in expected.items():
         assert tuple(s[k].shape) == shape, k

@@ -41,7 +41,7 @@ from torch.utils.data import Dataset
 
 from posedistill.data import transforms as T
 from posedistill.data.coco import PersonInstance
-from posedistill.errors import PosedistillError
+from posedistill.errors import PosedistillError, TrainingStopped
 from posedistill.keypoints import KeypointMeta
 
 try:        # optional faster JPEG decoder; OpenCV decodes everything without it
@@ -346,7 +346,10 @@ class TopDownDataset(Dataset):
             if i in self.bad_indices:
                 continue
             try:
-                return self._make(i, rng)
+                sample = self._make(i, rng)
+                # which requested instance was replaced (-1: none), for the run's count of skipped samples
+                sample["skipped_from"] = _scalar(index if i != index else -1, np.int64)
+                return sample
             except ImageReadError as e:
                 self._mark_bad(i, e)
         raise RuntimeError(f"no readable image among the {n} instances of this dataset "
@@ -360,3 +363,44 @@ class TopDownDataset(Dataset):
             self._warned.add(inst.image_path)
             warnings.warn(f"skipping annotation id {inst.ann_id} (instance {i}): {err}; "
                           f"a readable instance is used instead", stacklevel=3)
+
+
+class SkippedSamples:
+    """Training instances whose image could not be read (each replaced by a readable one), gathered over a
+    run from the samples' `skipped_from`; more than `max_fraction` of the dataset stops the run."""
+
+    def __init__(self, dataset: TopDownDataset, max_fraction: float = 0.01):
+        self.dataset, self.max_fraction = dataset, float(max_fraction)
+        self.indices: set[int] = set()
+
+    def add(self, skipped_from: torch.Tensor) -> None:
+        self.indices.update(int(i) for i in skipped_from[skipped_from >= 0].tolist())
+
+    def examples(self, n: int = 3) -> list[str]:
+        """"path (reason)" of the first `n` skipped instances (the reason read again here: workers keep theirs)."""
+        out = []
+        for i in sorted(self.indices)[:n]:
+            path = self.dataset.instances[i].image_path
+            try:
+                read_bgr(path, 8)
+                reason = "unreadable when sampled"
+            except ImageReadError as e:
+                reason = str(e).split(": ", 1)[-1]
+            out.append(f"{path} ({reason})")
+        return out
+
+    def summary(self) -> dict:
+        """For the run log: count, fraction of the dataset, the first few with their reasons."""
+        n = len(self.indices)
+        return {"skipped": n, "skipped_fraction": n / max(len(self.dataset), 1),
+                "skipped_examples": "; ".join(self.examples()) if n else ""}
+
+    def check(self, resume_from: str) -> None:
+        """Stop (TrainingStopped, listing them) when more than `max_fraction` of the samples are unreadable."""
+        n, total = len(self.indices), len(self.dataset)
+        if n > self.max_fraction * total:
+            raise TrainingStopped(f"{n} of {total} training samples ({100 * n / total:.1f}%) have unreadable images, "
+                                  f"more than train.max_skipped_fraction={self.max_fraction:g}: "
+                                  f"{'; '.join(self.examples(5))}",
+                                  hint=f"fix or remove those images (or raise train.max_skipped_fraction), then "
+                                       f"--resume {resume_from}")

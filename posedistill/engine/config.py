@@ -113,6 +113,7 @@ class TrainConfig:
     max_iters_per_epoch: int = 0                # stop each epoch after N iterations (0 = full epoch); for quick runs
     log_interval: int = 50                      # TensorBoard / text log every N iterations
     progress: bool = True                       # tqdm progress bar on rank 0 (only when stderr is a terminal)
+    max_skipped_fraction: float = 0.01          # stop when more than this fraction of training images is unreadable
 
 
 @dataclass

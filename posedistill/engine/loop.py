@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from posedistill.data.topdown import SkippedSamples
 from posedistill.data.transforms import normalize_images
 from posedistill.engine import build, dist
 from posedistill.engine.checkpoint import read_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -133,13 +134,14 @@ def train_one_epoch(task: Task, loader: DataLoader, optim: Optimization, device:
                     iteration: int = 0, amp: torch.dtype | None = None, channels_last: bool = False,
                     max_iters: int = 0, progress: bool = False, log_interval: int = 50, writer=None,
                     num_epochs: int | None = None, resume_at: int = 0, resume_sums: dict[str, float] | None = None,
-                    should_stop: Callable[[], int] | None = None) -> tuple[dict[str, float], int]:
+                    should_stop: Callable[[], int] | None = None,
+                    skips: SkippedSamples | None = None) -> tuple[dict[str, float], int]:
     """Train `task` for one pass over `loader` (or `max_iters` batches).
 
     resume_at / resume_sums: continue an epoch stopped after `resume_at` batches whose loss sums were
     `resume_sums` (those batches are loaded again and dropped: see `_open_batches`). should_stop: asked
     before every batch; a non-zero answer (the signal number) raises StopTraining there, as does a
-    DataLoader worker dying while the next batch is awaited.
+    DataLoader worker dying while the next batch is awaited. skips: collects the samples' `skipped_from`.
 
     Returns (mean of every returned loss part over the epoch, iteration count after the epoch)."""
     task.train()
@@ -159,6 +161,8 @@ def train_one_epoch(task: Task, loader: DataLoader, optim: Optimization, device:
         batch = _next_batch(batches, i, total, iteration, sums)
         if batch is None:
             break
+        if skips is not None and "skipped_from" in batch:
+            skips.add(batch["skipped_from"])
         batch = to_device(batch, device, channels_last)
         with autocast(device, amp):
             out = task(batch)
@@ -237,6 +241,7 @@ class Run:
     optim: Optimization
     amp: torch.dtype | None
     channels_last: bool
+    skips: SkippedSamples             # training samples whose image could not be read
 
     @property
     def card(self) -> dict:
@@ -290,7 +295,7 @@ def setup_run(cfg: Config) -> Run:
     optim = Optimization(groups, optimizers, [build.build_scheduler(o, cfg.optim, iters) for o in optimizers],
                          torch.amp.GradScaler("cuda", enabled=amp == torch.float16), cfg.optim.grad_clip)
     return Run(cfg, info, model, codec, meta, task, len(train_set), train_loader, train_gen, val_loader, optim,
-               amp, channels_last)
+               amp, channels_last, SkippedSamples(train_set, cfg.train.max_skipped_fraction))
 
 
 def restore(run: Run, path: str) -> Progress:
@@ -343,13 +348,15 @@ def run_epoch(run: Run, epoch: int, progress: Progress, writer,
         amp=run.amp, channels_last=run.channels_last, max_iters=cfg.train.max_iters_per_epoch,
         progress=use_progress(cfg.train.progress), log_interval=cfg.train.log_interval, writer=writer,
         num_epochs=cfg.optim.epochs, resume_at=progress.epoch_iter, resume_sums=progress.epoch_sums,
-        should_stop=should_stop)
+        should_stop=should_stop, skips=run.skips)
     progress.epoch_iter, progress.epoch_sums = 0, {}
+    run.skips.indices = set().union(*dist.all_gather_object(sorted(run.skips.indices)))
     means = dist.all_reduce_mean(means, run.info.device)
     row: dict[str, Any] = {"epoch": epoch + 1, "iteration": progress.iteration, "lr": lr,
                            "train_loss": means.pop("loss")}
     row.update({f"train_{k}": v for k, v in means.items()})
     row["epoch_time_s"] = time.perf_counter() - t0
+    row.update(run.skips.summary())
     metrics: dict[str, float] = {}
     improved = False
     is_last = epoch + 1 == cfg.optim.epochs
@@ -488,6 +495,7 @@ def train(cfg: Config, resume: str | None = None) -> dict:
                     _write_logs(run, log, writer, row, metrics, progress)
                     _save(run, progress, rngs, metrics, improved)
                 dist.barrier()
+                run.skips.check(str(out_dir / "last.pth"))   # the same on every process (gathered)
         except StopTraining as e:
             _stopped(run, progress, e, stop, _resume_hint(run, progress, first_epoch, resume))
         except RuntimeError as e:
@@ -497,6 +505,10 @@ def train(cfg: Config, resume: str | None = None) -> dict:
             raise failure from e
     if writer is not None:
         writer.close()
+    if run.skips.indices and run.info.is_main:
+        summary = run.skips.summary()
+        print(f"[posedistill] skipped {summary['skipped']} training samples with unreadable images "
+              f"({100 * summary['skipped_fraction']:.2f}%): {summary['skipped_examples']}", flush=True)
     best = progress.best_epoch > 0
     return {"out_dir": str(out_dir), "best_metric": progress.best_value if best else None,
             "best_epoch": progress.best_epoch, "last_metrics": last_metrics, "history": progress.history,
