@@ -8,7 +8,7 @@ import torch
 from posedistill.data import transforms as T
 from posedistill.data.coco import PersonInstance, load_coco_instances
 from posedistill.data.mpii import load_mpii_instances
-from posedistill.data.topdown import ImageReadError, TopDownDataset, load_image
+from posedistill.data.topdown import ImageReadError, TopDownDataset, _decode, jpeg_declared_size, load_image
 from posedistill.keypoints import COCO, CROWDPOSE, MPII
 
 
@@ -270,3 +270,16 @@ def test_uint8_samples_normalised_by_to_device_match(data_dir):
         torch.testing.assert_close(b["heatmaps"], a["heatmaps"])
         moved = to_device({k: v[None] for k, v in b.items()}, torch.device("cpu"))
         torch.testing.assert_close(moved["image"][0], a["image"], atol=1e-6, rtol=0)
+
+
+def test_a_jpeg_declaring_a_huge_image_is_refused_before_decoding():
+    """Found by fuzzing: a few-KB damaged file declaring 65495 x 2528 px cost OpenCV seconds and hundreds
+    of MB; its start-of-frame size is read first and the file refused (skipped like any unreadable image)."""
+    ok, buf = cv2.imencode(".jpg", np.zeros((48, 64, 3), np.uint8), [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    data = bytearray(buf.tobytes())
+    assert jpeg_declared_size(bytes(data)) == (48, 64)
+    sof = bytes(data).find(b"\xff\xc2")                      # progressive start of frame
+    data[sof + 5:sof + 7], data[sof + 7:sof + 9] = (2528).to_bytes(2, "big"), (65495).to_bytes(2, "big")
+    with pytest.raises(ImageReadError, match="declares 65495x2528 pixels"):
+        _decode(bytes(data), "big.jpg", 1)
+    assert jpeg_declared_size(b"\xff\xd8\xff\xd9") is None

@@ -104,7 +104,33 @@ def decode_image_rows(path: str, factor: int, y0: int, y1: int) -> np.ndarray:
     return _decode(data, path, factor)
 
 
+# Largest image decoded (pixels): a few-KB damaged JPEG can declare 65495 x 2528 and cost OpenCV seconds and
+# hundreds of MB in a loader worker (found by fuzzing, docs/reliability.md). PIL warns of a decompression
+# bomb from 89.5 Mpx; 100 Mpx is above any photo a pose dataset holds.
+MAX_IMAGE_PIXELS = 100_000_000
+
+
+def jpeg_declared_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from a JPEG's start-of-frame marker, read without decoding; None if none is found."""
+    i = 2
+    while i + 9 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:   # no length field
+            i += 2
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):   # SOFn: P, Y, X
+            return int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return None
+
+
 def _decode(data: bytes, path: str, factor: int) -> np.ndarray:
+    size = jpeg_declared_size(data) if data[:2] == b"\xff\xd8" else None
+    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise ImageReadError(f"image {path}: declares {size[1]}x{size[0]} pixels, more than MAX_IMAGE_PIXELS="
+                             f"{MAX_IMAGE_PIXELS} (a damaged file?)")
     if simplejpeg is not None and data[:2] == b"\xff\xd8":
         try:
             # libjpeg scales to ceil(size / factor); ask for exactly that (the smallest scale that
