@@ -232,4 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[demo] {r['label']:<18} AP {r['AP']:.3f}  AP50 {r['AP50']:.3f}  AR {r['AR']:.3f}  "
               f"{r['params'] / 1e6:.2f}M params  {r['gmacs']:.3f} GMACs  {r['images_per_s']:.0f} img/s")
     print(f"[demo] done in {info['total_s']:.0f} s; report: {report}", flush=True)
+    distilled = runs["student distilled"][1]
+    student = distilled["best_checkpoint"] or distilled["last_checkpoint"]
+    print(f"[demo] use it: posedistill predict {splits['val'][1]} -c {student} --out {out / 'predict'} "
+          f"(export / serve: README, 'Use a trained model')", flush=True)
     return 0
