@@ -111,18 +111,24 @@ MAX_IMAGE_PIXELS = 100_000_000
 
 
 def jpeg_declared_size(data: bytes) -> tuple[int, int] | None:
-    """(height, width) from a JPEG's start-of-frame marker, read without decoding; None if none is found."""
+    """(height, width) from a JPEG's first start-of-frame segment, read without decoding; None when
+    there is none before the scan data (a broken file). Used to refuse huge images before decoding
+    them, here and in `posedistill serve`."""
     i = 2
     while i + 9 <= len(data):
         if data[i] != 0xFF:
             return None
         marker = data[i + 1]
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:   # no length field
+        if marker == 0xFF:                                      # fill byte before a marker
+            i += 1
+        elif 0xD0 <= marker <= 0xD9 or marker == 0x01:          # markers without a length
             i += 2
-            continue
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):   # SOFn: P, Y, X
+        elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):   # SOFn: P, Y, X
             return int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
-        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+        elif marker == 0xDA:                                    # scan data before any frame header
+            return None
+        else:
+            i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
     return None
 
 

@@ -32,6 +32,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
+from posedistill.data.topdown import jpeg_declared_size
 from posedistill.keypoints import KeypointMeta
 
 # What /predict takes as a raw body (a multipart part may say the same or nothing at all).
@@ -52,28 +53,6 @@ class RequestError(Exception):
 
 # ---------------------------------------------------------------- image size from the file header
 
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from the first start-of-frame segment of a JPEG."""
-    i = 2
-    while i + 9 < len(data):
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:               # fill byte before a marker
-            i += 1
-            continue
-        if 0xD0 <= marker <= 0xD9 or marker == 0x01:   # markers without a length
-            i += 2
-            continue
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            height, width = struct.unpack(">HH", data[i + 5:i + 9])
-            return width, height
-        if marker == 0xDA:               # scan data before any frame header: broken file
-            return None
-        i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
-    return None
-
-
 def _webp_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from the first chunk of a WebP (lossy VP8, lossless VP8L or extended VP8X)."""
     chunk = data[12:16]
@@ -92,7 +71,8 @@ def _header_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) read from the header of a JPEG, PNG, WebP or BMP; None for anything else
     (which is then not decoded at all: OpenCV only ever sees files whose size was checked)."""
     if data[:3] == b"\xff\xd8\xff":
-        return _jpeg_size(data)
+        size = jpeg_declared_size(data)
+        return None if size is None else (size[1], size[0])
     if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
         return struct.unpack(">II", data[16:24])
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
