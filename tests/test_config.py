@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from posedistill.engine.config import Config, ConfigError, describe_fields, load_config, save_config
+from posedistill.codecs import SimCCCodec
+from posedistill.engine.build import build_codec
+from posedistill.engine.config import CodecConfig, Config, ConfigError, describe_fields, load_config, save_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -109,3 +112,20 @@ def test_every_field_has_a_meaning_comment():
         name = key.rsplit(".", 1)[-1]
         lines = [ln for ln in src.splitlines() if ln.strip().startswith(f"{name}:")]
         assert lines and all("#" in ln for ln in lines), key
+
+
+def test_seed002_recipe_codec_and_terms():
+    """Seed 002 stage 1: eq. 1 mean, label smoothing on (official SimCC default 0.1), teacher's split 2 /
+    sigma 4 (official w48_256x192_adam_lr1e-3_split2_sigma4.yaml); the built codec carries them."""
+    cfg = load_config(CONFIGS[0].parent / "distill_simcc_seed002_coco_256x192.yaml")
+    assert cfg.distill.aligned_reduction == "mean"
+    assert (cfg.codec.simcc_split_ratio, cfg.codec.simcc_sigma, cfg.codec.simcc_label_smoothing) == (2.0, 4.0, 0.1)
+    assert CodecConfig().simcc_label_smoothing == 0.0
+    codec = build_codec(cfg.codec, tuple(cfg.data.input_size), 4, "simcc")
+    assert isinstance(codec, SimCCCodec) and codec.label_smoothing == 0.1 and codec.sigma == (4.0, 4.0)
+    plain = SimCCCodec(input_size=tuple(cfg.data.input_size), split_ratio=2.0, sigma=4.0)
+    kps, vis = np.array([[50.0, 100.0]]), np.array([1.0])
+    smooth, raw = codec.encode(kps, vis), plain.encode(kps, vis)
+    for key, n in (("simcc_x", codec.num_bins[0]), ("simcc_y", codec.num_bins[1])):
+        np.testing.assert_allclose(smooth[key], 0.9 * raw[key] + 0.1 / n, rtol=1e-5, atol=1e-7)
+        assert smooth[key].min() > 0 and raw[key].min() < 1e-12

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -40,7 +42,7 @@ def _direct_kl(xl, yl, xt, yt, w, beta=1.0):
                 q = label[i, j]
                 kl = torch.where(q > 0, q * (torch.log(q.clamp_min(1e-30)) - logp[i, j]), torch.zeros_like(q))
                 total = total + w[i, j] * kl.mean()
-    return total / k
+    return total / k / b                                     # official KLDiscretLoss: batch mean, / K
 
 
 def test_simcc_kl_matches_a_direct_computation():
@@ -54,14 +56,30 @@ def test_simcc_kl_matches_a_direct_computation():
     torch.testing.assert_close(SimCCKLLoss(beta=2.0)(xl, yl, xt, yt, w), _direct_kl(xl, yl, xt, yt, w, 2.0))
     ones = torch.ones(2, 4)
     torch.testing.assert_close(SimCCKLLoss(use_target_weight=False)(xl, yl, xt, yt), _direct_kl(xl, yl, xt, yt, ones))
-    # the batch is summed (official): two copies of a batch give twice the loss
+    # the batch is averaged (official KLDiscretLoss): two copies of a batch give the same loss
     double = SimCCKLLoss()(torch.cat([xl, xl]), torch.cat([yl, yl]), torch.cat([xt, xt]), torch.cat([yt, yt]),
                            torch.cat([w, w]))
-    torch.testing.assert_close(double, 2 * SimCCKLLoss()(xl, yl, xt, yt, w))
+    torch.testing.assert_close(double, SimCCKLLoss()(xl, yl, xt, yt, w))
     # a prediction equal to the (full-support) label has zero loss
     label = torch.softmax(torch.randn(1, 2, 10), -1)
     zero = SimCCKLLoss()(label.log(), label.log(), label, label, torch.ones(1, 2))
     assert abs(float(zero)) < 1e-6
+
+
+def test_simcc_kl_is_batch_size_invariant_and_hand_computed():
+    """leeyegy/SimCC KLDiscretLoss: per joint mean_bins KL x weight, mean over the batch, x + y, / K."""
+    torch.manual_seed(2)
+    xl, yl = torch.randn(1, 3, 10), torch.randn(1, 3, 8)
+    xt, yt = torch.softmax(torch.randn(1, 3, 10), -1), torch.softmax(torch.randn(1, 3, 8), -1)
+    w = torch.tensor([[1.0, 0.5, 1.0]])
+    one = SimCCKLLoss()(xl, yl, xt, yt, w)
+    four = SimCCKLLoss()(xl.repeat(4, 1, 1), yl.repeat(4, 1, 1), xt.repeat(4, 1, 1), yt.repeat(4, 1, 1), w.repeat(4, 1))
+    torch.testing.assert_close(four, one)
+    # by hand: 2 bins, uniform prediction (p = 1/2), one-hot label -> KL per bin (ln 2, 0), bin mean ln2 / 2;
+    # x + y -> ln 2 for sample 0 (weight 1); sample 1 has weight 0 -> batch mean ln 2 / 2; K = 1
+    logits, label = torch.zeros(2, 1, 2), torch.tensor([[[1.0, 0.0]], [[1.0, 0.0]]])
+    value = SimCCKLLoss()(logits, logits, label, label, torch.tensor([[1.0], [0.0]]))
+    assert abs(float(value) - math.log(2) / 2) < 1e-6
 
 
 def test_losses_reject_bad_shapes():

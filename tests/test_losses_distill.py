@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from posedistill.losses.distill import (AlignedFeatureLoss, LogitDistillLoss, MultiAngleLoss, PairwiseSimilarityLoss,
-                                        PoseDistillLoss, SimCCLogitDistillLoss, linear_decay, simcc_soft_argmax)
+                                        PoseDistillLoss, SimCCLogitDistillLoss, linear_decay, simcc_argmax_pose,
+                                        simcc_soft_argmax)
 
 torch.manual_seed(0)
 
@@ -55,7 +56,7 @@ def test_simcc_logit_kl():
                 p = F.softmax(t[n, k] / T, 0)
                 q = F.softmax(s[n, k] / T, 0)
                 expect += float((p * (p.log() - q.log())).sum()) / s.shape[-1]
-    expect = expect / 3 * T * T          # summed over the batch, / K: SimCCKLLoss's reduction
+    expect = expect / 2 / 3 * T * T      # mean over the batch (2), / K: SimCCKLLoss's (official) reduction
     assert math.isclose(float(loss.soft((sx, sy), (tx, ty))), expect, rel_tol=1e-5)
     assert math.isclose(float(loss((sx, sy), (tx, ty), torch.tensor(1.0))), 0.5 + 0.5 * expect, rel_tol=1e-5)
     assert float(loss.soft((tx, ty), (tx, ty))) == pytest.approx(0.0, abs=1e-6)
@@ -120,6 +121,36 @@ def test_aligned_feature_eq1():
     assert conv.weight.grad is not None and ft.grad is None
     with pytest.raises(ValueError, match="channels"):
         loss(torch.randn(1, 4, 4, 4), ft)
+
+
+def test_aligned_feature_eq1_by_hand():
+    """eq. 1 on a hand-made 2 x 2 x 2 map: 1 / (C H W) sum (F_tea - conv1x1(F_stu))^2, mean over the batch."""
+    loss = AlignedFeatureLoss(2, 2)
+    with torch.no_grad():                               # identity 1x1 conv, no bias
+        loss.align.weight.copy_(torch.eye(2).view(2, 2, 1, 1))
+        loss.align.bias.zero_()
+    fs = torch.tensor([[[[1., 2.], [3., 4.]], [[0., 0.], [0., 0.]]]])
+    ft = torch.tensor([[[[1., 1.], [1., 1.]], [[2., 0.], [0., 2.]]]])
+    # squared differences: channel 0 -> 0 + 1 + 4 + 9 = 14, channel 1 -> 4 + 0 + 0 + 4 = 8; 22 / (2*2*2) = 2.75
+    assert math.isclose(float(loss(fs, ft).detach()), 2.75, rel_tol=1e-6)
+    # a second sample equal to its teacher adds 0: batch mean 1.375
+    assert math.isclose(float(loss(torch.cat([fs, fs]), torch.cat([ft, fs])).detach()), 1.375, rel_tol=1e-6)
+
+
+def test_teacher_pose_is_its_argmax_decode():
+    """seed 002 eq. 2-3: teacher pose = argmax bin / split ratio (test-time decode), student soft-argmax."""
+    tx, ty = torch.full((1, 2, 8), -5.0), torch.full((1, 2, 6), -5.0)
+    tx[0, 0, 5], tx[0, 1, 2], ty[0, 0, 1], ty[0, 1, 4] = 3.0, 1.0, 2.0, 0.5
+    tx[0, 1, 3] = 0.9                                   # a near-tie next to the max: argmax, not the expectation
+    tx.requires_grad_(True)
+    target = simcc_argmax_pose(tx, ty, 2.0)
+    assert torch.equal(target, torch.tensor([[[2.5, 0.5], [1.0, 2.0]]]))
+    assert not torch.allclose(target, simcc_soft_argmax(tx, ty, 2.0))
+    sx, sy = torch.randn(1, 2, 8, requires_grad=True), torch.randn(1, 2, 6, requires_grad=True)
+    pose = PoseDistillLoss([(0, 1)])(simcc_soft_argmax(sx, sy, 2.0), target)
+    pose.backward()
+    assert sx.grad is not None and sx.grad.abs().sum() > 0 and sy.grad.abs().sum() > 0
+    assert tx.grad is None
 
 
 def test_multi_angle_eq1_to_eq3():

@@ -17,7 +17,7 @@ from posedistill.distill.terms import TermContext, build_terms
 from posedistill.keypoints import KeypointMeta
 from posedistill.losses import JointsMSELoss, SimCCKLLoss
 from posedistill.losses.distill import (AlignedFeatureLoss, LogitDistillLoss, PairwiseSimilarityLoss, PoseDistillLoss,
-                                        SimCCLogitDistillLoss, simcc_soft_argmax)
+                                        SimCCLogitDistillLoss, simcc_argmax_pose, simcc_soft_argmax)
 from posedistill.models import create_model
 from posedistill.models.simcc import simcc
 from posedistill.tasks import DistillationTask, SupervisedTask
@@ -248,7 +248,7 @@ def test_simcc_student_seed002_terms():
     s_out, s_f = student(batch["image"], return_features=True)
     t_out, t_f = teacher(batch["image"], return_features=True)
     gt = SimCCKL()(*s_out, batch["simcc_x"], batch["simcc_y"], batch["target_weight"])
-    pose = terms["pose"](simcc_soft_argmax(*s_out, 2.0), simcc_soft_argmax(*t_out, 2.0))
+    pose = terms["pose"](simcc_soft_argmax(*s_out, 2.0), simcc_argmax_pose(*t_out, 2.0))   # teacher: its decode
     expect = 0.25 * gt + 0.5 * terms["logit"].distill(s_out, t_out) + 0.5 * (
         0.5 * terms["aligned"](s_f["backbone"], t_f["backbone"]) + 0.1 * pose)       # seed 002 eq. 5, gamma = 1/2
     assert math.isclose(float(out["loss"].detach()), float(expect.detach()), rel_tol=1e-5)

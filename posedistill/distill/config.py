@@ -11,7 +11,7 @@ Terms (`terms: {name: weight}`), each one entry of `distill/terms.py` (TERMS) an
 | `pairwise` | IKD eq. 1-2 | beta of eq. 6-7 (IKD: 0.2) |
 | `adversarial` | IKD eq. 5, 7-8 | gamma of eq. 7 (IKD: 0.3) |
 | `mapd` | MAPD (seed 001) eq. 1-3 | a multiplier of L_mapd (1.0); `mapd_alpha`, `mapd_beta` inside |
-| `aligned` | seed 002 eq. 1 | alpha of seed 002 eq. 5 (5e-5 with `aligned_reduction: sum`) |
+| `aligned` | seed 002 eq. 1 | alpha of seed 002 eq. 5 (5e-5; eq. 1's mean over C, H, W) |
 | `pose` | seed 002 eq. 2-3 (SimCC students) | beta of seed 002 eq. 5 (0.1) |
 
 The ground-truth loss: `gt_weight` < 0 (default) picks it from the terms: logit_weight x logit_alpha

@@ -136,7 +136,8 @@ def build_codec(cfg: CodecConfig, input_size: tuple[int, int], output_stride: in
         return HeatmapCodec(input_size=tuple(input_size), heatmap_size=heatmap_size_for(input_size, output_stride),
                             sigma=cfg.sigma, dark=cfg.dark, udp=cfg.udp)
     if cfg.type == "simcc":
-        return SimCCCodec(input_size=tuple(input_size), split_ratio=cfg.simcc_split_ratio, sigma=cfg.simcc_sigma)
+        return SimCCCodec(input_size=tuple(input_size), split_ratio=cfg.simcc_split_ratio, sigma=cfg.simcc_sigma,
+                          label_smoothing=cfg.simcc_label_smoothing)
     raise InputError(f"codec.type: expected heatmap | simcc, got {cfg.type!r}")
 
 

@@ -66,6 +66,7 @@ class CodecConfig:
     udp: bool = False                           # unbiased data processing (heatmap only)
     simcc_split_ratio: float = 2.0              # SimCC bins per input pixel (k)
     simcc_sigma: float = 6.0                    # SimCC 1-D label sigma in bins
+    simcc_label_smoothing: float = 0.0          # SimCC labels: (1 - s) * Gaussian + s / bins (uniform mix), s in [0, 1)
 
 
 @dataclass

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 
 __all__ = [
     "heatmap_mse", "LogitDistillLoss", "SimCCLogitDistillLoss", "PairwiseSimilarityLoss",
-    "AlignedFeatureLoss", "MultiAngleLoss", "PoseDistillLoss", "simcc_soft_argmax", "linear_decay",
+    "AlignedFeatureLoss", "MultiAngleLoss", "PoseDistillLoss", "simcc_argmax_pose", "simcc_soft_argmax",
+    "linear_decay",
 ]
 
 
@@ -88,10 +89,10 @@ class SimCCLogitDistillLoss(nn.Module):
     not an MSE on logits: SimCC is trained with a KL loss, so a KL teacher term keeps IKD's "same
     form as the original pose loss" rule; it is also what DWPose (reference-notes, "Distillation
     references") distils SimCC logits with. Reduction is that of the supervised `SimCCKLLoss` (the
-    official SimCC loss): KL per joint divided by the number of bins, x and y summed, *summed* over
-    the batch and divided by K, so both parts of the alpha mix scale alike:
+    official SimCC `KLDiscretLoss`): KL per joint divided by the number of bins, x and y summed,
+    averaged over the batch and the K joints, so both parts of the alpha mix scale alike:
 
-        L_soft = T^2 / K sum_{b,k} [ KL(p_t^x || p_s^x) / W_bins + KL(p_t^y || p_s^y) / H_bins ]
+        L_soft = T^2 / (B K) sum_{b,k} [ KL(p_t^x || p_s^x) / W_bins + KL(p_t^y || p_s^y) / H_bins ]
         L_ld   = alpha L_gt + (1 - alpha) L_soft
 
     forward(student (x [B,K,Wb], y [B,K,Hb]), teacher (same), gt_loss) -> L_ld; soft(...) -> L_soft;
@@ -113,7 +114,7 @@ class SimCCLogitDistillLoss(nn.Module):
                                  f"{tuple(t.shape)} differ (same input size and split ratio needed)")
         kx = _kl_rows(sx, tx, self.temperature) / sx.shape[-1]
         ky = _kl_rows(sy, ty, self.temperature) / sy.shape[-1]
-        return (kx + ky).sum() / kx.shape[1] * self.temperature ** 2
+        return (kx + ky).mean(dim=0).sum() / kx.shape[1] * self.temperature ** 2
 
     def distill(self, student, teacher) -> torch.Tensor:
         """The teacher part: (1 - alpha) L_soft."""
@@ -182,9 +183,9 @@ class AlignedFeatureLoss(nn.Module):
     its parameters belong to the task's optimiser (never the teacher's). If the spatial sizes
     differ, the aligned student map is resized bilinearly to the teacher's size.
 
-    reduction: "mean" is eq. 1 as written; "sum" sums over C, H, W (mean over the batch), the scale
-    of the public SimCC distillation code (DWPose: sum / N) for which seed 002's weight
-    alpha = 5e-5 is sized -- with "mean" that weight would make the term negligible.
+    reduction: "mean" (default) is eq. 1 as written, 1 / (C H W) and the batch mean; the seed-002
+    recipe uses it. "sum" sums over C, H, W (mean over the batch), the DWPose scale (reference-notes:
+    sum / N x 7e-5), kept as an option for other recipes; seed 002 does not use it.
     """
 
     def __init__(self, student_channels: int, teacher_channels: int, reduction: str = "mean"):
@@ -251,6 +252,15 @@ class MultiAngleLoss(nn.Module):
         return self.distill(student, teacher) + self.gt_share * gt_loss
 
 
+def simcc_argmax_pose(x_logits: torch.Tensor, y_logits: torch.Tensor, split_ratio: float) -> torch.Tensor:
+    """The SimCC test-time decode as keypoints [B, K, 2] in input pixels: argmax bin / split_ratio
+    (official SimCC and `SimCCCodec.decode`; softmax does not move the argmax). Not differentiable:
+    seed 002 eq. 2-3 use it for the teacher's pose, which is a fixed target."""
+    def hard(logits: torch.Tensor) -> torch.Tensor:
+        return logits.detach().argmax(dim=-1).float() / split_ratio
+    return torch.stack([hard(x_logits), hard(y_logits)], dim=-1)
+
+
 def simcc_soft_argmax(x_logits: torch.Tensor, y_logits: torch.Tensor, split_ratio: float) -> torch.Tensor:
     """Differentiable keypoints [B, K, 2] in input pixels: expected bin under softmax / split_ratio."""
     def expect(logits: torch.Tensor) -> torch.Tensor:
@@ -265,8 +275,9 @@ class PoseDistillLoss(nn.Module):
     eq. 2: L_pos = 1/N sum_n |P_n^tea - P_n^stu| + L_cst
     eq. 3: L_cst = sum_{(i,j) in E} w_ij | e_ij^tea - e_ij^stu |, e_ij = ||P_i - P_j||_2 (bone length)
 
-    Keypoints are in input-crop pixels ([B, K, 2]; for SimCC use `simcc_soft_argmax`, which keeps
-    the student differentiable). |.| of eq. 2 is read as the L1 norm over x, y averaged over the K
+    Keypoints are in input-crop pixels ([B, K, 2]). For SimCC the teacher's P^tea is its own
+    test-time decode (`simcc_argmax_pose`: argmax bin / split ratio), the student's P^stu the
+    soft-argmax (`simcc_soft_argmax`, differentiable) -- see `DistillationTask._inputs`. |.| of eq. 2 is read as the L1 norm over x, y averaged over the K
     joints (so the term does not grow with K); N is the batch. The per-edge weights w_ij come from
     the constraint model of Ji et al. 2022, whose code is not public (reference-notes); our choice:
     uniform w_ij = 1 / |E| (the mean bone-length error), or any weights passed in `edge_weights`.

@@ -14,11 +14,14 @@ class SimCCKLLoss(nn.Module):
     """KL divergence between the SimCC label distributions and the predicted bin distributions
     (Li et al., "SimCC", ECCV 2022, sec. 3 with Gaussian label smoothing; official KLDiscretLoss):
 
-        L = 1/K * sum_{b, k} w_bk * sum_{axis in (x, y)} mean_bins KL(label || softmax(beta * logits))
+        L = 1/(B K) * sum_{b, k} w_bk * sum_{axis in (x, y)} mean_bins KL(label || softmax(beta * logits))
 
     KL(q || p) per bin is q (log q - log p) (0 where q = 0); the mean runs over the bins of the axis.
-    As in the official code (and MMPose's `KLDiscretLoss`) the batch is *summed*, then divided by
-    the number of joints K, so the value grows with the batch size. `beta` sharpens the prediction
+    Reduction of the official `leeyegy/SimCC` `lib/core/loss.py` `KLDiscretLoss`: for each joint,
+    KL averaged over the bins, x target weight, *averaged over the batch* (`.mul(weight).mean()`),
+    x and y added, summed over joints, divided by K. The value therefore does not depend on the
+    batch size (MMPose's 1.x port sums the batch instead; we follow the official code, so the
+    balance of seed 002 eq. 5 does not move with the batch size). `beta` sharpens the prediction
     (MMPose `beta`, 1 = official).
 
     forward(x_logits [B, K, Wk], y_logits [B, K, Hk], x_labels, y_labels, target_weight [B, K])
@@ -50,5 +53,5 @@ class SimCCKLLoss(nn.Module):
             per_joint = F.kl_div(logp, label.float(), reduction="none").mean(dim=-1)   # [B, K]
             if w is not None:
                 per_joint = per_joint * w.to(per_joint.device)
-            total = total + per_joint.sum()
+            total = total + per_joint.mean(dim=0).sum()                # batch mean, as official
         return total / k

@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from posedistill.distill.terms import TERMS, cache_feature_message
-from posedistill.losses.distill import linear_decay, simcc_soft_argmax
+from posedistill.losses.distill import linear_decay, simcc_argmax_pose, simcc_soft_argmax
 from posedistill.tasks.base import OptimGroup, Task
 from posedistill.tasks.supervised import supervised_loss
 
@@ -139,7 +139,9 @@ class DistillationTask(Task):
         if needs == "features":
             return self._feature(s_feats, "student"), self._feature(t_feats, "teacher")
         if needs == "poses":
-            return simcc_soft_argmax(*s_out, self.split_ratio), simcc_soft_argmax(*t_out, self.split_ratio)
+            # seed 002 eq. 2-3: the student's pose by soft-argmax (differentiable), the teacher's by its own
+            # test-time decode (argmax bin / split ratio), a fixed target
+            return simcc_soft_argmax(*s_out, self.split_ratio), simcc_argmax_pose(*t_out, self.split_ratio)
         return s_out, t_out
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
