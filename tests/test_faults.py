@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import multiprocessing
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -265,7 +266,9 @@ def test_sigterm_cli_exits_143_and_resumes(synth, tmp_path):
     """`posedistill train` (2 DataLoader workers) sent SIGTERM, the whole process group as Slurm's scancel
     does, after the first iteration of epoch 2: the workers carry on, one line names the last.pth saved at
     the next iteration boundary, exit code 143; `--resume` finishes bit-identical to an uninterrupted run."""
-    args = ["train.workers=2"]
+    # 6 epochs although the signal comes in epoch 2: on a loaded machine this test may read the line late,
+    # after the run has gone on, and the run must still be training when the signal arrives.
+    args = ["train.workers=2", "optim.epochs=6"]
     reference = subprocess.Popen(_cli_train(synth, tmp_path / "ref", *args), env=ENV, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE, text=True)
     run = subprocess.Popen(_cli_train(synth, tmp_path / "run", *args), env=ENV, stdout=subprocess.PIPE,
@@ -278,11 +281,11 @@ def test_sigterm_cli_exits_143_and_resumes(synth, tmp_path):
     last = tmp_path / "run" / "last.pth"
     assert run.returncode == 143, err[-3000:]
     # the error line (a dying DataLoader worker may still print after it on a loaded machine)
-    assert any(ln.startswith("posedistill train: error: SIGTERM: training stopped at epoch 2 after ")
+    assert any(re.match(r"posedistill train: error: SIGTERM: training stopped at epoch [2-6] after ", ln)
                for ln in err.splitlines()), err[-3000:]
     assert f"saved {last}; continue with --resume {last}" in err and "Traceback" not in err
     state = read_checkpoint(last)
-    assert state["epoch"] == 1 and 1 <= state["epoch_iter"] < 4
+    assert 1 <= state["epoch"] < 6 and 0 <= state["epoch_iter"] < 4
     resumed = subprocess.run(_cli_train(synth, tmp_path / "run", *args, "--resume", str(last)), env=ENV,
                              capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
