@@ -23,7 +23,7 @@ from posedistill.engine.config import Config
 from posedistill.evaluation.coco_eval import evaluate_coco
 from posedistill.evaluation.pckh import evaluate_pckh
 from posedistill.keypoints import KeypointMeta
-from posedistill.models.weights import load_weights
+from posedistill.models.weights import load_state
 from posedistill.tensors import amp_dtype, to_float
 
 
@@ -129,7 +129,7 @@ def load_model_weights(model: nn.Module, path: str, wanted_card: dict | None = N
     state = read_checkpoint(path)
     if wanted_card is not None:
         build.check_card(path, state.get("card"), wanted_card)
-    load_weights(model, path, strict=True)
+    load_state(model, state, path, strict=True)
 
 
 def evaluate_checkpoint(cfg: Config, checkpoint: str, *, flip: bool | None = None, boxes: str | None = None,

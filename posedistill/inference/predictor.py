@@ -24,7 +24,7 @@ from posedistill.engine.checkpoint import read_checkpoint
 from posedistill.engine.config import Config, config_from_dict
 from posedistill.evaluation.coco_eval import rescore
 from posedistill.keypoints import KeypointMeta, meta_from_dict
-from posedistill.models.weights import load_weights
+from posedistill.models.weights import load_state
 from posedistill.vis import draw_poses
 
 
@@ -64,7 +64,7 @@ def load_model(checkpoint: str | Path, cfg: Config | None = None) -> LoadedModel
     meta, input_size = _parts(cfg, card)
     model = build.model_from_config(cfg, meta.num_joints, with_init_weights=False)
     build.check_card(str(checkpoint), card, build.model_card(cfg, meta, model))
-    load_weights(model, checkpoint, strict=True)
+    load_state(model, state, str(checkpoint), strict=True)
     model.eval()
     codec = build.build_codec(cfg.codec, input_size, model.output_stride, model.head_type)
     return LoadedModel(model, codec, meta, cfg, input_size, card or {})

@@ -149,7 +149,13 @@ def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True,
     strict=False only shape mismatches are errors. Returns {"missing": [...], "unexpected": [...]} as
     left by a non-strict load."""
     path = os.fspath(path)
-    state = match_state_dict(_extract_state_dict(safe_load(path, map_location), path), set(model.state_dict()))
+    return load_state(model, safe_load(path, map_location), path, strict)
+
+
+def load_state(model: nn.Module, obj: Any, path: str, strict: bool = True) -> dict[str, list[str]]:
+    """`load_weights` for a file already read with `safe_load` (`path` names it in errors), so a caller
+    that also needs the file's other entries (a model card) reads it once."""
+    state = match_state_dict(_extract_state_dict(obj, path), set(model.state_dict()))
     missing, unexpected, shapes = describe_mismatch(state, model, strict)
     if missing or unexpected or shapes:
         counts = [f"{len(v)} {what} (first: {v[0]})" for what, v in
