@@ -134,3 +134,20 @@ def test_unreadable_training_images_are_counted_and_stop_the_run_past_the_thresh
         assert cli_main(["train", *run, f"train.out_dir={tmp_path / 'stop'}", "train.max_skipped_fraction=0.01"]) == 2
     line = _one_line_error(capsys, "train")
     assert f"{people} of {total} training samples" in line and broken["file_name"] in line
+
+
+def test_predict_and_custom_set_bad_options_are_one_line(synth, checkpoint, tmp_path, capsys):
+    assert cli_main(["predict", "tests/data/coco", "-c", str(checkpoint), "--detector", str(tmp_path / "no.onnx"),
+                     "--out", str(tmp_path / "p")]) == 2
+    assert "no.onnx" in _one_line_error(capsys, "predict")
+    not_onnx = tmp_path / "det.onnx"
+    not_onnx.write_bytes(b"not a protobuf")
+    assert cli_main(["serve", str(not_onnx)]) == 2
+    assert "det.onnx" in _one_line_error(capsys, "serve")
+    with pytest.raises(SystemExit):                      # argparse: usage + the option named
+        cli_main(["predict", "tests/data/coco", "-c", str(checkpoint), "--det-input", "big"])
+    assert "--det-input" in capsys.readouterr().err
+    custom = ["configs/demo_base.yaml", *_overrides(synth, tmp_path / "c"), "data.dataset=custom",
+              "data.flip_pairs=[[left_fin, right_fin]]"]
+    assert cli_main(["train", *custom]) == 2
+    assert "data.flip_pairs names joint 'left_fin'" in _one_line_error(capsys, "train")
