@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import importlib
 
+from pathlib import Path
+
 import pytest
 
 from posedistill.cli import COMMANDS
 from posedistill.cli import main as cli_main
-from posedistill.commands.ablate import variant_config, variants_for, write_tables
+from posedistill.commands.ablate import (load_plan, paired_difference, stage1_name, variant_config, variants_for,
+                                         write_tables)
 from posedistill.engine.config import load_config
 
 
@@ -70,8 +73,33 @@ def test_ablation_variants_and_table(tmp_path):
               "time_s": 1} for s, ap in ((0, 0.53), (1, 0.55))]
     md = write_tables(rows, {"model": "r50", "AP": 0.6, "AP50": 0.95, "AR": 0.7}, tmp_path, "posedistill ablate x")
     assert "| student | none | 0,1 | 51.00 +- 1.41 |" in md
-    assert "| logit | logit=0.5 | 0,1 | 54.00 +- 1.41 |" in md and "| +3.00 |" in md
+    assert "| logit | logit=0.5 | 0,1 | 54.00 +- 1.41 |" in md
+    assert "| +3.00 [+3.00, +3.00] * |" in md            # paired: both seeds gain exactly 3 points
     assert "teacher (r50)" in md and (tmp_path / "ablation.csv").read_text().count("\n") == 5
+
+
+def test_paired_difference_interval_by_hand():
+    """Differences 1, 2, 3: mean 2, sd 1, t(0.975, 2) = 4.3027 -> 2 +- 4.3027 / sqrt(3) = 2 +- 2.4841."""
+    mean, lo, hi = paired_difference([11.0, 12.0, 13.0], [10.0, 10.0, 10.0])
+    assert mean == pytest.approx(2.0) and lo == pytest.approx(-0.4841, abs=1e-4) and hi == pytest.approx(4.4841, abs=1e-4)
+
+
+def test_ablation_plan_shares_stage1_runs_and_checks_names(tmp_path):
+    terms = {"aligned": 5e-5, "pose": 0.1, "pose_l1": 0.1}
+    variants, refine, reference = load_plan("configs/plans/seed002_table4.yaml", terms)
+    assert [v.name for v in variants] == ["baseline"] + [f"scheme-{i}" for i in range(1, 7)] and reference == "baseline"
+    assert refine.endswith("refine_seed002_synth.yaml") and Path(refine).is_file()
+    by = {v.name: v for v in variants}
+    assert by["scheme-6"].terms == {"aligned": 5e-5, "pose": 0.1} and by["scheme-6"].refine == "teacher"
+    assert by["scheme-1"].refine == "gt" and stage1_name(by["scheme-1"].terms) == stage1_name(by["baseline"].terms)
+    assert stage1_name(by["scheme-4"].terms) == stage1_name(by["scheme-6"].terms) == "aligned+pose"
+    bad = tmp_path / "plan.yaml"
+    bad.write_text("variants: {a: {terms: [logit]}}\n")
+    with pytest.raises(ValueError, match=r"variants.a.terms \['logit'\] are not in the recipe's distill.terms"):
+        load_plan(str(bad), terms)
+    bad.write_text("variants: {a: {terms: [], refine: student}}\n")
+    with pytest.raises(ValueError, match="refine: expected teacher | gt"):
+        load_plan(str(bad), terms)
 
 
 def test_ablate_without_teacher_checkpoint_says_so(tmp_path, capsys):

@@ -169,7 +169,7 @@ def checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     cfg = load_config(None, ["model.name=elpn_v1", "data.input_size=[64, 96]"])
     meta = build.keypoint_meta(cfg.data)
-    model = build.model_from_config(cfg, meta.num_joints)
+    model = build.model_from_config(cfg, meta)
     path = tmp_path_factory.mktemp("ckpt") / "best.pth"
     save_checkpoint({"model": model.state_dict(), "card": build.model_card(cfg, meta, model)}, path)
     return path

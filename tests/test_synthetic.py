@@ -11,7 +11,8 @@ import pytest
 from posedistill.cli import main as cli_main
 from posedistill.data import synth_render as R
 from posedistill.commands.data import main
-from posedistill.data.synthetic import FORMAT_POINTS, generate_dataset, generate_video, render_image, scene_config
+from posedistill.data.synthetic import (FORMAT_POINTS, LabelDefects, drop_labels, format_keypoints, generate_dataset,
+                                        generate_video, release_labels, render_image, scene_config)
 from posedistill.keypoints import COCO, CROWDPOSE, MPII
 
 SIZE = (200, 150)
@@ -212,3 +213,172 @@ def test_cli_synth_and_video(tmp_path, capsys):
     assert v.kind in ("mp4", "frames") and v.path.exists() and len(v.keypoints) == 4
     assert v.keypoints[0].shape == (2, 17, 3)
     assert main(["video", "--out", str(tmp_path / "c2.mp4"), "--frames", "2", "--size", "96x72"]) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Label defects of seed 004 (Kato et al., section 3.1): (a) truncation, (b) occluded joints left
+# unlabelled, (c) visible joints left unlabelled, (d) people left out without an ignore region.
+
+DEFECT_SIZE = (96, 72)
+
+
+def _kps(ann, k=17):
+    return np.array(ann["keypoints"], float).reshape(k, 3)
+
+
+def _outside(xy, size=DEFECT_SIZE):
+    px, py = np.floor(xy[:, 0] + 0.5), np.floor(xy[:, 1] + 0.5)
+    return (px < 0) | (px >= size[0]) | (py < 0) | (py >= size[1])
+
+
+@pytest.fixture(scope="module")
+def clean_set(tmp_path_factory):
+    """All knobs off: the released labels are the full truth."""
+    return generate_dataset(tmp_path_factory.mktemp("clean"), num_images=24, seed=5, size=DEFECT_SIZE,
+                            segmentation=False, return_masks=True)
+
+
+@pytest.fixture(scope="module")
+def defect_set(tmp_path_factory):
+    """Every label knob on at once (the scenes are those of `clean_set`: no truncation knob)."""
+    return generate_dataset(tmp_path_factory.mktemp("defects"), num_images=24, seed=5, size=DEFECT_SIZE,
+                            return_masks=True, occluded_unlabelled=0.5, missing_keypoint_rate=0.3,
+                            missing_person_rate=0.2, crowd_rate=0.2)
+
+
+def _full_truth(res):
+    return {rec["id"]: format_keypoints(rec["points"], "coco") for rec in res.complete}
+
+
+def test_defects_absent_when_off(clean_set):
+    data = json.loads(clean_set.ann_file.read_text())
+    assert clean_set.complete_ann_file is None
+    assert not (clean_set.ann_file.parent / "complete_keypoints_train.json").exists()
+    full = _full_truth(clean_set)
+    assert len(data["annotations"]) == len(full) == clean_set.num_people
+    assert not any(a["iscrowd"] for a in data["annotations"])
+    for a in data["annotations"]:           # every joint of every person, as in the full truth
+        f = full[a["id"]]
+        assert np.array_equal(_kps(a)[:, 2], f[:, 2])
+        assert np.allclose(_kps(a)[:, :2], f[:, :2], atol=0.006)
+    assert set(data["info"]) == {"description", "seed", "difficulty", "missing_label_rate", "version"}
+
+
+def test_complete_file_holds_every_person_and_joint(defect_set):
+    complete = json.loads(defect_set.complete_ann_file.read_text())
+    full = _full_truth(defect_set)
+    assert len(complete["annotations"]) == len(full) == defect_set.num_people
+    for a in complete["annotations"]:
+        assert a["iscrowd"] == 0 and np.array_equal(_kps(a)[:, 2], full[a["id"]][:, 2])
+        amodal = np.array(a["amodal_keypoints"], float).reshape(17, 3)
+        labelled = _kps(a)[:, 2] > 0
+        assert np.array_equal(amodal[labelled], _kps(a)[labelled])     # amodal adds, never changes
+    info = json.loads(defect_set.ann_file.read_text())["info"]
+    assert info["occluded_unlabelled"] == 0.5 and info["crowd_rate"] == 0.2
+
+
+def test_occluded_and_visible_joints_left_unlabelled_at_their_rates(tmp_path, clean_set):
+    full = list(_full_truth(clean_set).values())
+    n_hidden = sum(int((f[:, 2] == 1).sum()) for f in full)
+    n_visible = sum(int((f[:, 2] == 2).sum()) for f in full)
+    assert n_hidden > 60 and n_visible > 300
+    for knob, flag, other, rate in (("occluded_unlabelled", 1, 2, 0.5), ("missing_keypoint_rate", 2, 1, 0.3)):
+        status, out = release_labels(full, LabelDefects(**{knob: rate}), seed=5)
+        assert status == ["labelled"] * len(full)
+        gone = sum(int(((f[:, 2] == flag) & (o[:, 2] == 0)).sum()) for f, o in zip(full, out))
+        assert gone == round(rate * (n_hidden if flag == 1 else n_visible)), knob
+        for f, o in zip(full, out):      # the other kind untouched, removed joints zeroed
+            assert np.array_equal(o[f[:, 2] == other], f[f[:, 2] == other])
+            assert not o[(f[:, 2] > 0) & (o[:, 2] == 0)].any()
+    _, every = release_labels(full, LabelDefects(occluded_unlabelled=True), seed=5)
+    assert not any((o[:, 2] == 1).any() for o in every)
+    # each knob has its own random stream: adding (c) does not change what (b) picks
+    _, b = release_labels(full, LabelDefects(occluded_unlabelled=0.5), seed=5)
+    _, bc = release_labels(full, LabelDefects(occluded_unlabelled=0.5, missing_keypoint_rate=0.3), seed=5)
+    assert all(np.array_equal((x[:, 2] == 0) & (f[:, 2] == 1), (y[:, 2] == 0) & (f[:, 2] == 1))
+               for f, x, y in zip(full, b, bc))
+    with pytest.raises(ValueError, match="missing_keypoint_rate must be a number in"):
+        LabelDefects(missing_keypoint_rate=1.5)
+
+
+def test_defect_files_match_their_rates(defect_set):
+    """End to end: (b), (c) and (d) and the crowd regions in the released file."""
+    data = json.loads(defect_set.ann_file.read_text())
+    full = _full_truth(defect_set)
+    n = len(full)
+    people = [a for a in data["annotations"] if not a["iscrowd"]]
+    crowd = [a for a in data["annotations"] if a["iscrowd"]]
+    removed = n - len(people) - len(crowd)
+    assert removed == round(0.2 * n)                              # (d): left out ...
+    assert abs(len(crowd) - 0.2 * (n - removed)) <= 0.1 * n        # ... crowd chosen among the others
+    hidden = sum(int((full[a["id"]][:, 2] == 1).sum()) for a in people)
+    hidden_gone = sum(int(((full[a["id"]][:, 2] == 1) & (_kps(a)[:, 2] == 0)).sum()) for a in people)
+    visible = sum(int((full[a["id"]][:, 2] == 2).sum()) for a in people)
+    visible_gone = sum(int(((full[a["id"]][:, 2] == 2) & (_kps(a)[:, 2] == 0)).sum()) for a in people)
+    assert abs(hidden_gone / hidden - 0.5) < 0.12 and abs(visible_gone / visible - 0.3) < 0.08
+    for a in people:
+        assert a["num_keypoints"] == int((_kps(a)[:, 2] > 0).sum())
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")   # pycocotools decode under numpy 2
+def test_missing_people_have_no_ignore_region_and_crowds_do(defect_set):
+    from pycocotools.coco import COCO as CocoApi
+
+    api = CocoApi(str(defect_set.ann_file))
+    released = set(api.getAnnIds())
+    missing = [i for i in defect_set.masks if i not in released]
+    assert missing
+    for ann in api.loadAnns(api.getAnnIds(iscrowd=True)):
+        assert ann["num_keypoints"] == 0 and not any(ann["keypoints"])
+        assert isinstance(ann["segmentation"]["counts"], list)          # uncompressed RLE, COCO's crowd form
+        m, truth = api.annToMask(ann) > 0, defect_set.masks[ann["id"]]
+        assert (m & truth).sum() >= 0.95 * truth.sum()      # covers the person (holes of its outline filled)
+    image_of = {rec["id"]: rec["image_id"] for rec in defect_set.complete}
+    for i in missing:        # (d): no crowd region over a left-out person
+        covered = np.zeros(DEFECT_SIZE[::-1], bool)
+        for ann in api.loadAnns(api.getAnnIds(imgIds=[image_of[i]], iscrowd=True)):
+            covered |= api.annToMask(ann) > 0
+        assert not (covered & defect_set.masks[i]).any()
+
+
+def test_truncation_rate(tmp_path):
+    res = generate_dataset(tmp_path / "t", num_images=24, seed=5, size=DEFECT_SIZE, truncation_rate=0.5,
+                           segmentation=False)
+    released = {a["id"]: a for a in json.loads(res.ann_file.read_text())["annotations"]}
+    complete = json.loads(res.complete_ann_file.read_text())["annotations"]
+    cut = 0
+    for a in complete:
+        amodal = np.array(a["amodal_keypoints"], float).reshape(17, 3)
+        out = _outside(amodal[:, :2]) & (amodal[:, 2] > 0)
+        cut += bool(out.any())
+        assert not _kps(a)[out].any() and not _kps(released[a["id"]])[out].any()   # COCO: v = 0, x = y = 0
+    assert 0.3 < cut / len(complete) < 0.65           # about half the people leave the image partly
+    off = generate_dataset(tmp_path / "o", num_images=24, seed=5, size=DEFECT_SIZE, truncation_rate=0.0,
+                           segmentation=False, return_masks=True)
+    assert off.complete_ann_file is None
+    for rec in off.complete:     # nobody crosses the border (the presets let ~5% do by placement)
+        amodal = format_keypoints(rec["amodal_points"], "coco")
+        assert not (_outside(amodal[:, :2]) & (amodal[:, 2] > 0)).any()
+
+
+def test_missing_label_rate_composes_with_new_knobs(tmp_path, clean_set):
+    full = list(_full_truth(clean_set).values())
+    status, out = release_labels(full, LabelDefects(missing_label_rate=0.3), seed=5)
+    keep, legacy = drop_labels(full, 0.3, np.random.default_rng([5, 2]))
+    assert status == ["labelled" if k else "removed" for k in keep]
+    assert all(np.array_equal(a, b) for a, b in zip(out, legacy))
+    with pytest.raises(ValueError, match="crowd_rate needs a COCO-style format"):
+        generate_dataset(tmp_path / "mp", 1, fmt="mpii", size=DEFECT_SIZE, crowd_rate=0.5)
+
+
+def test_cli_defect_flags(tmp_path):
+    out = tmp_path / "cli"
+    assert main(["synth", "--out", str(out), "--images", "3", "--size", "96x72", "--truncation-rate", "0.3",
+                 "--occluded-unlabelled", "--missing-keypoint-rate", "0.1", "--missing-person-rate", "0.1",
+                 "--crowd-rate", "0.1"]) == 0
+    info = json.loads((out / "annotations" / "person_keypoints_train.json").read_text())["info"]
+    assert info["occluded_unlabelled"] == 1.0 and info["truncation_rate"] == 0.3
+    assert info["missing_keypoint_rate"] == 0.1 and info["crowd_rate"] == 0.1
+    assert (out / "annotations" / "complete_keypoints_train.json").is_file()
+    with pytest.raises(SystemExit):
+        main(["synth", "--out", str(out), "--images", "1", "--missing-person-rate", "2"])

@@ -10,10 +10,14 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from posedistill.codecs.coords import CoordinateCodec
+from posedistill.codecs.grouping import GroupingParams, group_people
 from posedistill.codecs.heatmap import HeatmapCodec
+from posedistill.codecs.paf import PafCodec, PafLayout, coco_paf_layout, paf_layout_from_meta
 from posedistill.codecs.simcc import SimCCCodec
 
-__all__ = ["Codec", "HeatmapCodec", "SimCCCodec"]
+__all__ = ["Codec", "CoordinateCodec", "HeatmapCodec", "SimCCCodec",
+           "PafCodec", "PafLayout", "coco_paf_layout", "paf_layout_from_meta", "GroupingParams", "group_people"]
 
 
 @runtime_checkable

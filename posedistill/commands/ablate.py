@@ -1,14 +1,22 @@
-"""`posedistill ablate CONFIG`: the distillation ablation of IKD Tables IV-V / MAPD Table 6.
+"""`posedistill ablate CONFIG`: a distillation ablation, every variant over seeds, in one command.
 
-For every seed it trains the student alone (baseline), the student with each distillation term of
-the recipe alone, and with all of them together (`engine.loop.train`, one run per variant and
-seed), all against the same teacher checkpoint; then it evaluates the teacher once and writes
+The variants are either
+* by default, IKD Tables IV-V / MAPD Table 6: the student alone (`student`), each term of `--terms`
+  alone and all of them together, every term at its recipe weight; or
+* `--plan FILE`: named variants, each a set of stage-1 terms and optionally a seed 002 stage 2 (the
+  IGP-GCN refiner on the frozen stage-1 student, supervised by the teacher or the ground truth), e.g.
+  `configs/plans/seed002_table4.yaml` for seed 002's Table IV. Variants with the same terms share one
+  stage-1 run; a stage 2 starts from its final `last.pth`.
 
-    OUT/ablation.csv   one row per run (variant, seed, AP, AP50, AR, best AP, time)
-    OUT/ablation.md    mean +- sample std over seeds per variant, difference to the baseline, teacher AP
+All against the same teacher checkpoint; then it evaluates the teacher once and writes
+
+    OUT/ablation.csv   one row per run (variant, seed, every metric, best AP, time)
+    OUT/ablation.md    mean +- sample std over seeds per variant, the teacher's row, and the *paired*
+                       difference to the reference variant (same seed: same initialisation and data
+                       order) with its 95% t interval; `*` marks an interval that excludes zero
 
 The reported AP is the *final* epoch's (choosing the best epoch on the validation set would bias
-every variant upwards). Runs already finished (OUT/VARIANT/seed_S/result.json) are reused, so an
+every variant upwards). Runs already finished (OUT/RUN/seed_S/result.json) are reused, so an
 interrupted ablation continues where it stopped. The teacher checkpoint comes from the recipe's
 `distill.teacher.checkpoint`, or `--teacher-config` trains it once into OUT/teacher.
 """
@@ -21,9 +29,12 @@ import json
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
+from scipy import stats
 
 from posedistill.errors import InputError
 from posedistill.distill.config import DistillConfig
@@ -31,6 +42,17 @@ from posedistill.engine import dist
 from posedistill.engine.config import ConfigError, load_config
 from posedistill.engine.evaluate import evaluate_checkpoint
 from posedistill.engine.loop import train
+
+# metrics shown in ablation.md, in this order, when the runs report them (CrowdPose adds AP(E/M/H))
+SHOWN_METRICS = ("AP", "AP(E)", "AP(M)", "AP(H)", "AP50", "AP75", "AR")
+REFINE_TARGETS = ("teacher", "gt")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    terms: dict[str, float]         # stage-1 distillation terms (none: the student alone)
+    refine: str = ""                # "" (stage 1 only) | teacher | gt: a stage-2 refiner trained on that target
 
 
 def variants_for(terms: dict[str, float], chosen: list[str]) -> list[tuple[str, dict[str, float]]]:
@@ -46,6 +68,49 @@ def variants_for(terms: dict[str, float], chosen: list[str]) -> list[tuple[str, 
     return out
 
 
+def stage1_name(terms: dict[str, float]) -> str:
+    """Folder of a stage-1 run: `student` (no term) or the term names joined by '+'."""
+    return "+".join(terms) if terms else "student"
+
+
+def load_plan(path: str, terms: dict[str, float]) -> tuple[list[Variant], str | None, str]:
+    """(variants, the stage-2 recipe path or None, the reference variant) of a plan file:
+
+        refine_config: ../refine_seed002_synth.yaml   # stage-2 recipe, relative to the plan file
+        reference: baseline                           # paired differences are taken to this variant
+        variants:
+          baseline: {terms: []}
+          scheme-1: {terms: [], refine: gt}
+          scheme-6: {terms: [aligned, pose], refine: teacher}
+
+    Term weights come from the stage-1 recipe's distill.terms (the papers' weights)."""
+    with open(path) as f:
+        plan = yaml.safe_load(f)
+    if not isinstance(plan, dict) or not isinstance(plan.get("variants"), dict) or not plan["variants"]:
+        raise InputError(f"{path}: expected a mapping with a non-empty 'variants' mapping (name: {{terms: [...]}})")
+    variants = []
+    for name, spec in plan["variants"].items():
+        spec = spec or {}
+        chosen = list(spec.get("terms") or [])
+        missing = [t for t in chosen if t not in terms]
+        if missing:
+            raise InputError(f"{path}: variants.{name}.terms {missing} are not in the recipe's distill.terms "
+                             f"{sorted(terms)} (their weights come from there)")
+        refine = str(spec.get("refine") or "")
+        if refine and refine not in REFINE_TARGETS:
+            raise InputError(f"{path}: variants.{name}.refine: expected teacher | gt, got {refine!r}")
+        variants.append(Variant(str(name), {t: terms[t] for t in chosen}, refine))
+    refine_config = plan.get("refine_config")
+    if any(v.refine for v in variants) and not refine_config:
+        raise InputError(f"{path}: a variant has 'refine' but the plan names no refine_config (the stage-2 recipe)")
+    if refine_config:
+        refine_config = str((Path(path).parent / refine_config))
+    reference = str(plan.get("reference", variants[0].name))
+    if reference not in [v.name for v in variants]:
+        raise InputError(f"{path}: reference {reference!r} is not one of the variants {[v.name for v in variants]}")
+    return variants, refine_config, reference
+
+
 def variant_config(cfg, terms: dict[str, float], seed: int, out_dir: Path):
     """The recipe with only `terms` (none: plain supervised training, no teacher), one seed, one folder."""
     if terms:
@@ -55,6 +120,28 @@ def variant_config(cfg, terms: dict[str, float], seed: int, out_dir: Path):
         distill = DistillConfig()
     train = dataclasses.replace(cfg.train, seed=seed, out_dir=str(out_dir))
     return dataclasses.replace(cfg, distill=distill, train=train)
+
+
+def refine_variant_config(refine_cfg, student_ckpt: str, target: str, teacher_ckpt: str, seed: int, out_dir: Path):
+    """The stage-2 recipe on one stage-1 checkpoint, one target, one seed, one folder."""
+    teacher = dataclasses.replace(refine_cfg.distill.teacher, checkpoint=teacher_ckpt)
+    distill = dataclasses.replace(refine_cfg.distill, teacher=teacher if target == "teacher" else
+                                  dataclasses.replace(teacher, model="", checkpoint=""))
+    refine = dataclasses.replace(refine_cfg.refine, student=str(student_ckpt), target=target)
+    train = dataclasses.replace(refine_cfg.train, seed=seed, out_dir=str(out_dir))
+    return dataclasses.replace(refine_cfg, distill=distill, refine=refine, train=train)
+
+
+def check_refine_recipe(cfg, refine_cfg, path: str) -> None:
+    """The stage-2 recipe must refine the stage-1 student and learn from the same teacher."""
+    student = refine_cfg.model.kwargs.get("student")
+    if refine_cfg.model.name != "simcc_igp_gcn" or student != cfg.model.name:
+        raise InputError(f"{path}: the stage-2 recipe must build simcc_igp_gcn with model.kwargs.student="
+                         f"{cfg.model.name} (the stage-1 student); it builds {refine_cfg.model.name} "
+                         f"{dict(refine_cfg.model.kwargs)}")
+    if refine_cfg.distill.teacher.model != cfg.distill.teacher.model:
+        raise InputError(f"{path}: distill.teacher.model {refine_cfg.distill.teacher.model!r} differs from the "
+                         f"stage-1 teacher {cfg.distill.teacher.model!r}")
 
 
 def teacher_eval_config(cfg):
@@ -69,37 +156,57 @@ def _stats(values: list[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
 
 
-def write_tables(rows: list[dict], teacher: dict | None, out: Path, command: str) -> str:
-    """ablation.csv (all runs) and ablation.md (mean +- std per variant); returns the markdown."""
-    cols = ["variant", "terms", "seed", "AP", "AP50", "AR", "best_AP", "time_s"]
+def paired_difference(values: list[float], reference: list[float]) -> tuple[float, float, float]:
+    """(mean, low, high): mean of the per-seed differences and its 95% t interval (nan without two pairs)."""
+    d = np.asarray(values, dtype=np.float64) - np.asarray(reference, dtype=np.float64)
+    if d.size < 2:
+        return float(d.mean()) if d.size else float("nan"), float("nan"), float("nan")
+    half = stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size)
+    return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
+
+
+def _delta_cell(rs: list[dict], ref_rows: list[dict]) -> str:
+    ref = {r["seed"]: 100 * r["AP"] for r in ref_rows}
+    pairs = [(100 * r["AP"], ref[r["seed"]]) for r in rs if r["seed"] in ref]
+    if not pairs:
+        return ""
+    mean, lo, hi = paired_difference([a for a, _ in pairs], [b for _, b in pairs])
+    if np.isnan(lo):
+        return f"{mean:+.2f}"
+    return f"{mean:+.2f} [{lo:+.2f}, {hi:+.2f}]{' *' if lo > 0 or hi < 0 else ''}"
+
+
+def _cell(values: list[float]) -> str:
+    mean, sd = _stats(values)
+    return f"{mean:.2f} +- {sd:.2f}" if len(values) > 1 else f"{mean:.2f} (1 seed)"
+
+
+def write_tables(rows: list[dict], teacher: dict | None, out: Path, command: str, reference: str = "student") -> str:
+    """ablation.csv (all runs) and ablation.md (mean +- std per variant, paired difference to `reference`);
+    returns the markdown."""
+    metrics = [m for m in SHOWN_METRICS if any(m in r for r in rows)]
+    cols = ["variant", "terms", "seed"] + [k for k in dict.fromkeys(k for r in rows for k in r)
+                                           if k not in ("variant", "terms", "seed")]
     with open(out / "ablation.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-    order: list[str] = []
-    for r in rows:
-        if r["variant"] not in order:
-            order.append(r["variant"])
-    base = [r["AP"] for r in rows if r["variant"] == "student"]
-    base_mean = _stats(base)[0] if base else None
+    order = list(dict.fromkeys(r["variant"] for r in rows))
+    ref_rows = [r for r in rows if r["variant"] == reference]
     lines = [f"Command: `{command}`", "",
-             "Final-epoch validation AP (x100), mean +- sample std over seeds.", "",
-             "| variant | terms (weights) | seeds | AP | AP50 | AR | AP - student |",
-             "|---|---|---|---|---|---|---|"]
-    def cell(values: list[float]) -> str:
-        mean, sd = _stats(values)
-        return f"{mean:.2f} +- {sd:.2f}" if len(values) > 1 else f"{mean:.2f} (1 seed)"
-
+             "Final-epoch validation metrics (x100), mean +- sample std over seeds. Last column: the paired "
+             f"difference in AP to `{reference}` (same seeds), mean [95% t interval]; * = the interval excludes 0.", "",
+             f"| variant | terms (weights) | seeds | {' | '.join(metrics)} | AP - {reference} |",
+             "|---|---|---|" + "---|" * len(metrics) + "---|"]
     for v in order:
         rs = [r for r in rows if r["variant"] == v]
-        ap = _stats([100 * r["AP"] for r in rs])[0]
-        delta = f"{ap - 100 * base_mean:+.2f}" if base_mean is not None and v != "student" else ""
+        cells = [_cell([100 * r[m] for r in rs if m in r]) for m in metrics]
+        delta = _delta_cell(rs, ref_rows) if v != reference else ""
         lines.append(f"| {v} | {rs[0]['terms'] or 'none'} | {','.join(str(r['seed']) for r in rs)} | "
-                     f"{cell([100 * r['AP'] for r in rs])} | {cell([100 * r['AP50'] for r in rs])} | "
-                     f"{cell([100 * r['AR'] for r in rs])} | {delta} |")
+                     f"{' | '.join(cells)} | {delta} |")
     if teacher:
-        lines.append(f"| teacher ({teacher['model']}) | - | - | {100 * teacher['AP']:.2f} | {100 * teacher['AP50']:.2f} | "
-                     f"{100 * teacher.get('AR', float('nan')):.2f} | |")
+        cells = [f"{100 * teacher[m]:.2f}" if m in teacher else "" for m in metrics]
+        lines.append(f"| teacher ({teacher['model']}) | - | - | {' | '.join(cells)} | |")
     md = "\n".join(lines) + "\n"
     (out / "ablation.md").write_text(md)
     return md
@@ -123,9 +230,8 @@ def _teacher_checkpoint(cfg, teacher_cfg, out: Path) -> str:
     return res["best_checkpoint"] or res["last_checkpoint"]
 
 
-def _run_variant(cfg, name: str, terms: dict[str, float], seed: int, out: Path) -> dict:
-    """One (variant, seed) run, or its result.json when an earlier ablation finished it."""
-    run_dir = out / name / f"seed_{seed}"
+def _run(run_cfg, name: str, terms_text: str, seed: int, run_dir: Path) -> dict:
+    """One training run and its row, or its result.json when an earlier ablation finished it."""
     done = run_dir / "result.json"
     if done.is_file():
         row = json.loads(done.read_text())
@@ -133,16 +239,31 @@ def _run_variant(cfg, name: str, terms: dict[str, float], seed: int, out: Path) 
         return row
     print(f"[ablate] {name} seed {seed} -> {run_dir}", flush=True)
     t0 = time.perf_counter()
-    res = train(variant_config(cfg, terms, seed, run_dir))
-    m = res["last_metrics"]
-    row = {"variant": name, "terms": " ".join(f"{k}={v:g}" for k, v in terms.items()), "seed": seed,
-           "AP": float(m.get("AP", float("nan"))), "AP50": float(m.get("AP50", float("nan"))),
-           "AR": float(m.get("AR", float("nan"))),
+    res = train(run_cfg)
+    row = {"variant": name, "terms": terms_text, "seed": seed,
+           **{k: float(v) for k, v in res["last_metrics"].items()},
            "best_AP": float(res["best_metric"]) if res["best_metric"] is not None else float("nan"),
            "time_s": time.perf_counter() - t0}
     if dist.is_main_process():
         done.write_text(json.dumps(row, indent=1))
     return row
+
+
+def _terms_text(terms: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:g}" for k, v in terms.items())
+
+
+def _run_variant(cfg, refine_cfg, v: Variant, seed: int, out: Path, teacher_ckpt: str) -> dict:
+    """Stage 1 of `v` (shared by every variant with the same terms), then its stage 2 when it has one."""
+    s1 = stage1_name(v.terms)
+    run_dir = out / s1 / f"seed_{seed}"
+    row = _run(variant_config(cfg, v.terms, seed, run_dir), s1, _terms_text(v.terms), seed, run_dir)
+    if not v.refine:
+        return {**row, "variant": v.name}
+    r_dir = out / f"{s1}@refine-{v.refine}" / f"seed_{seed}"
+    r_cfg = refine_variant_config(refine_cfg, str(run_dir / "last.pth"), v.refine, teacher_ckpt, seed, r_dir)
+    text = f"{_terms_text(v.terms)} + IGP-GCN ({'teacher' if v.refine == 'teacher' else 'ground truth'})".strip()
+    return {**_run(r_cfg, f"{s1}@refine-{v.refine}", text, seed, r_dir), "variant": v.name, "terms": text}
 
 
 def _teacher_row(cfg, ckpt: str, out: Path) -> dict:
@@ -157,25 +278,41 @@ def _teacher_row(cfg, ckpt: str, out: Path) -> dict:
     return teacher
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="posedistill ablate",
-                                description="Baseline, each distillation term alone and all together, over seeds; "
-                                            "writes OUT/ablation.md and OUT/ablation.csv (mean +- std of AP).")
+                                description="Baseline, each distillation term alone and all together (or the "
+                                            "variants of --plan), over seeds; writes OUT/ablation.md and "
+                                            "OUT/ablation.csv (mean +- std, paired differences).")
     p.add_argument("config", help="distillation recipe (its distill.terms give the terms and weights)")
-    p.add_argument("overrides", nargs="*", help="dotted.key=value overrides applied to every run")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value overrides applied to every run (both stages)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
     p.add_argument("--terms", nargs="+", help="terms to ablate (default: all of distill.terms)")
+    p.add_argument("--plan", metavar="FILE", help="named variants with stage-1 terms and optional stage 2 (YAML; "
+                                                  "see configs/plans/)")
     p.add_argument("--out", default="runs/ablation", metavar="DIR", help="output folder (default runs/ablation)")
     p.add_argument("--teacher-config", metavar="CONFIG",
                    help="train the teacher with this recipe once (into OUT/teacher) when distill.teacher.checkpoint "
                         "is empty; the same overrides are applied")
-    args = p.parse_intermixed_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_intermixed_args(argv)
     out = Path(args.out)
     command = "posedistill ablate " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     cfg = load_config(args.config, args.overrides)
     if not cfg.distill.teacher.model or not cfg.distill.terms:
         raise ConfigError(f"{args.config}: distill.teacher.model and distill.terms must be set for an ablation")
-    variants = variants_for(cfg.distill.terms, args.terms or list(cfg.distill.terms))
+    if args.plan and args.terms:
+        raise InputError("--plan and --terms both choose the variants; give one")
+    refine_cfg, reference = None, "student"
+    if args.plan:
+        variants, refine_path, reference = load_plan(args.plan, cfg.distill.terms)
+        refine_cfg = load_config(refine_path, args.overrides) if refine_path else None
+        if refine_cfg is not None:
+            check_refine_recipe(cfg, refine_cfg, refine_path)
+    else:
+        variants = [Variant(n, t) for n, t in variants_for(cfg.distill.terms, args.terms or list(cfg.distill.terms))]
     teacher_cfg = load_config(args.teacher_config, args.overrides) if args.teacher_config else None
     out.mkdir(parents=True, exist_ok=True)
     ckpt = _teacher_checkpoint(cfg, teacher_cfg, out)
@@ -183,10 +320,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg.distill, teacher=dataclasses.replace(cfg.distill.teacher, checkpoint=str(ckpt))))
     rows: list[dict] = []
     for seed in args.seeds:
-        for name, terms in variants:
-            rows.append(_run_variant(cfg, name, terms, seed, out))
-            write_tables(rows, None, out, command)
-    md = write_tables(rows, _teacher_row(cfg, ckpt, out), out, command)
+        for v in variants:
+            rows.append(_run_variant(cfg, refine_cfg, v, seed, out, str(ckpt)))
+            write_tables(rows, None, out, command, reference)
+    md = write_tables(rows, _teacher_row(cfg, ckpt, out), out, command, reference)
     dist.cleanup()
     if dist.is_main_process():
         print(md)

@@ -10,10 +10,19 @@ from posedistill.data.synthetic import FORMATS, generate_dataset, generate_video
 
 
 def _rate(text: str) -> float:
-    v = float(text)
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
     if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"--missing-label-rate expects a value in [0, 1], got {text}")
+        raise argparse.ArgumentTypeError(f"expected a rate in [0, 1], got {text!r}")
     return v
+
+
+_DEFECTS_HELP = """label defects (Kato et al., seed 004): each is off by default and changes only the annotation
+files (and, for truncation, where people stand); whenever one is on, annotations/complete_keypoints_<split>.json
+holds the full truth. Nothing is applied unless asked: generate the held-out split (e.g. --split-name val)
+without these flags and it is labelled completely."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,8 +35,22 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--format", choices=sorted(FORMATS), default="coco")
     s.add_argument("--size", type=parse_size, default=(640, 480), help="WIDTHxHEIGHT (default 640x480)")
     s.add_argument("--difficulty", choices=sorted(DIFFICULTY), default="medium")
-    s.add_argument("--missing-label-rate", type=_rate, default=0.0,
-                   help="fraction of labelled joints removed from the annotations (images unchanged)")
+    d = s.add_argument_group("label defects", _DEFECTS_HELP)
+    d.add_argument("--truncation-rate", type=_rate, default=None, metavar="RATE",
+                   help="(a) fraction of people placed partly outside the image, their outside joints unlabelled; "
+                        "everyone else is kept inside (default: the difficulty preset, medium 0.15)")
+    d.add_argument("--occluded-unlabelled", type=_rate, nargs="?", const=1.0, default=0.0, metavar="RATE",
+                   help="(b) fraction of hidden joints (v=1) left unlabelled; the flag alone means all of them")
+    d.add_argument("--missing-keypoint-rate", type=_rate, default=0.0, metavar="RATE",
+                   help="(c) fraction of visible joints (v=2) left unlabelled")
+    d.add_argument("--missing-person-rate", type=_rate, default=0.0, metavar="RATE",
+                   help="(d) fraction of people left out of the annotations, with no crowd / ignore region")
+    d.add_argument("--missing-label-rate", type=_rate, default=0.0, metavar="RATE",
+                   help="older mixed knob: fraction of labelled joints removed, about a quarter of them as whole "
+                        "people (as d), the rest single joints (as b and c)")
+    d.add_argument("--crowd-rate", type=_rate, default=0.0, metavar="RATE",
+                   help="not a defect: fraction of people released as crowd regions (iscrowd=1, RLE mask, no "
+                        "keypoints), which bottom-up loaders mask out")
     s.add_argument("--split-name", default="train", help="annotation file suffix (default train)")
     s.add_argument("--preview", default=None, help="also write a PNG grid of the first images with keypoints")
     s.add_argument("--no-segmentation", action="store_true", help="omit COCO polygons (smaller JSON)")
@@ -43,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         res = generate_dataset(args.out, args.images, args.seed, fmt=args.format, size=args.size,
                                difficulty=args.difficulty, missing_label_rate=args.missing_label_rate,
                                split=args.split_name, segmentation=not args.no_segmentation,
-                               preview=args.preview, progress=args.images >= 200)
+                               preview=args.preview, progress=args.images >= 200,
+                               truncation_rate=args.truncation_rate, occluded_unlabelled=args.occluded_unlabelled,
+                               missing_keypoint_rate=args.missing_keypoint_rate,
+                               missing_person_rate=args.missing_person_rate, crowd_rate=args.crowd_rate)
         print(f"wrote {res.num_images} images ({res.num_people} people) to {res.image_dir}")
         print(f"annotations: {res.ann_file}")
         for label, path in (("detections", res.det_file), ("full truth", res.complete_ann_file),

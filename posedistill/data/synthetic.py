@@ -9,15 +9,49 @@ evaluator and recipe of the toolkit runs on them unchanged:
     OUT/annotations/detections_<split>.json         COCO results format (image_id, category_id, bbox,
                                                      score): jittered boxes, misses, false positives
     OUT/annotations/mpii_<split>.json               MPII, HRNet-code layout (instead of the two above)
-    OUT/annotations/complete_keypoints_<split>.json only with a missing-label rate > 0: the full truth
+    OUT/annotations/complete_keypoints_<split>.json only when a label defect (below) is asked for:
+                                                     the full truth
 
 The figures and scenes are drawn by `synth_render.py`. Everything is a pure function of the seed:
 image i uses the generator `numpy.random.default_rng([seed, 0, i])`, so the same seed gives
 byte-identical images and JSON (sorted keys, coordinates rounded to 2 decimals).
 
-Missing labels (`missing_label_rate` R): removed from the annotation files only, never from the
-images, as happens in real COCO. Exactly round(R x labelled joints) labelled joints disappear: about a
-quarter of that budget by dropping whole people, the rest as single joints chosen at random.
+Label defects. Kato et al., "Improving Multi-Person Pose Estimation using Label Correction" (seed
+004, section 3.1) name four ways COCO labels fail a bottom-up (PAF) learner; each has its own knob
+here, is off by default, and changes the annotation files only, never the images:
+
+(a) `truncation_rate`: people placed partly outside the image (15-60% of their extent along one
+    axis stays inside). Their joints outside the image are unlabelled (COCO: v = 0, x = y = 0), so
+    the limbs that cross the border get no PAF. Unlike the other knobs this changes the scenes: it
+    replaces the difficulty preset's `truncation_prob` and keeps every other person inside the image
+    (`SceneConfig.keep_inside`), so 0 means nobody crosses the border. None keeps the preset
+    (medium: 15% truncated, and about 5% more cross the border by placement).
+(b) `occluded_unlabelled`: hidden joints (v = 1 in the full truth: behind another person, an
+    object or the person's own body) left unlabelled; exactly round(rate x hidden joints).
+(c) `missing_keypoint_rate`: visible joints (v = 2) left unlabelled; exactly round(rate x visible
+    joints), chosen at random over the whole set.
+(d) `missing_person_rate`: whole people left out of the annotations, exactly round(rate x people),
+    with no crowd / ignore region over them: a loader has no way to mask them.
+
+Each knob draws from its own random stream over the full truth, so turning one on or changing its
+rate never changes what another one picks; when two pick the same label it is simply gone once.
+A person whose labels all went stays annotated with num_keypoints 0, as COCO does.
+
+`crowd_rate` is not a defect but its correct counterpart: that fraction of the people (chosen
+among those (d) leaves) is released as a COCO crowd region (iscrowd 1, uncompressed-RLE
+segmentation of its visible pixels, no keypoints), which bottom-up loaders mask out of the loss
+(`data.bottomup`). People with few labelled joints or a small area, the other thing those loaders
+mask, occur by themselves (small, truncated and occluded people) and carry `num_keypoints`, `area`
+and a segmentation like everyone else.
+
+`missing_label_rate` R (the older knob, unchanged): exactly round(R x labelled joints) labels
+disappear, about a quarter of that budget by dropping whole people (as (d)) and the rest as single
+joints, visible or hidden alike (as (b) and (c) mixed). It composes with the knobs above.
+
+Whenever any of these is on, `complete_keypoints_<split>.json` holds the full truth: every person
+with all its in-image labels, plus `amodal_keypoints`, which also gives the joints outside the image
+(v = 1, their true position; defect (a)). Nothing is applied unless asked, so a held-out split
+generated without these arguments is labelled completely.
 """
 from __future__ import annotations
 
@@ -73,7 +107,7 @@ class SynthResult:
     image_dir: Path
     ann_file: Path
     det_file: Path | None                  # None for mpii
-    complete_ann_file: Path | None         # the full truth, written when missing_label_rate > 0
+    complete_ann_file: Path | None         # the full truth, written when a label defect is on
     num_images: int
     num_people: int                        # people annotated in the full truth
     masks: dict[int, np.ndarray] | None    # annotation id -> [H, W] bool visible mask (return_masks=True)
@@ -109,6 +143,22 @@ def _head_box(person: R.Person) -> list[float]:
     return [cx - hx, cy - hy, cx + hx, cy + hy]
 
 
+def _amodal_points(scene: R.Scene, index: int) -> np.ndarray:
+    """The person's scene points [26, 3] with the labelled points outside the image added back at
+    their true position with v = 1 (eyes / nose of a head turned away stay unlabelled, as inside)."""
+    pts = scene.points[index].copy()
+    person = scene.persons[index]
+    h, w = scene.label.shape
+    for j in R.LABELLED_POINTS:
+        x, y = person.points[j]
+        if pts[j, 2] > 0 or (0 <= math.floor(x + 0.5) < w and 0 <= math.floor(y + 0.5) < h):
+            continue
+        if j <= R.R_EYE and R.face_facing(person, j) <= R.FACE_THRESH[j] and person.head_frame[2][2] > 0.5:
+            continue
+        pts[j] = (x, y, 1.0)
+    return pts
+
+
 def _person_record(scene: R.Scene, index: int, mask: np.ndarray, ann_id: int, image_id: int,
                    with_segmentation: bool) -> dict:
     """Full truth of one person: scene points [26, 3], visible box / area / polygons, head box,
@@ -118,6 +168,7 @@ def _person_record(scene: R.Scene, index: int, mask: np.ndarray, ann_id: int, im
     person = scene.persons[index]
     amodal = np.concatenate([person.points, person.torso])
     rec = {"id": ann_id, "image_id": image_id, "points": scene.points[index].copy(),
+           "amodal_points": _amodal_points(scene, index),
            "bbox": [x0, y0, x1 - x0, y1 - y0], "area": int(xs.size), "head_box": _head_box(person),
            "amodal": [*amodal.min(0), *amodal.max(0)]}
     rec["segmentation"] = _polygons(mask, (x0, y0, x1, y1)) if with_segmentation else None
@@ -155,6 +206,67 @@ def drop_labels(kps: list[np.ndarray], rate: float, rng: np.random.Generator,
             p, j = cand[int(c)]
             out[p][j] = 0.0
     return keep, out
+
+
+# Random streams of the label knobs: numpy.random.default_rng([seed, stream]); 2 is drop_labels'.
+_STREAMS = {"occluded_unlabelled": 7, "missing_keypoint_rate": 8, "missing_person_rate": 9, "crowd_rate": 10}
+
+
+@dataclass(frozen=True)
+class LabelDefects:
+    """What `generate_dataset` leaves out of (or marks in) the released labels; see the module doc.
+    All rates are in [0, 1]; the default is complete labels. `truncation_rate` is not here: it
+    changes the scenes, not the labels."""
+    missing_label_rate: float = 0.0      # older mixed knob: joints budget, a quarter as whole people
+    occluded_unlabelled: float = 0.0     # (b) hidden joints (v = 1) unlabelled; True = 1.0
+    missing_keypoint_rate: float = 0.0   # (c) visible joints (v = 2) unlabelled
+    missing_person_rate: float = 0.0     # (d) whole people left out, no ignore region
+    crowd_rate: float = 0.0              # people released as crowd regions (iscrowd 1) instead
+
+    def __post_init__(self) -> None:
+        if isinstance(self.occluded_unlabelled, bool):     # True: every hidden joint
+            object.__setattr__(self, "occluded_unlabelled", float(self.occluded_unlabelled))
+        for name in ("missing_label_rate", "occluded_unlabelled", "missing_keypoint_rate",
+                     "missing_person_rate", "crowd_rate"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise InputError(f"{name} must be a number in [0, 1], got {v!r}")
+
+    @property
+    def any(self) -> bool:
+        return any(getattr(self, f) > 0 for f in ("missing_label_rate", "occluded_unlabelled",
+                                                   "missing_keypoint_rate", "missing_person_rate", "crowd_rate"))
+
+
+def _pick(n: int, rate: float, rng: np.random.Generator) -> np.ndarray:
+    """Exactly round(rate x n) distinct indices in [0, n), at random."""
+    k = int(round(rate * n))
+    return rng.choice(n, size=k, replace=False) if k > 0 else np.zeros(0, np.int64)
+
+
+def release_labels(full: list[np.ndarray], defects: LabelDefects, seed: int) -> tuple[list[str], list[np.ndarray]]:
+    """The released labels of people with full-truth keypoints `full` (per person [K, 3], v as COCO).
+    Returns (status per person: "labelled", "removed" (left out, no ignore region) or "crowd",
+    released keypoints per person, unlabelled joints (0, 0, 0)). Each knob picks from the full truth
+    with its own random stream (module doc)."""
+    if defects.missing_label_rate > 0:
+        keep, out = drop_labels(full, defects.missing_label_rate, np.random.default_rng([seed, 2]))
+    else:
+        keep, out = [True] * len(full), [k.copy() for k in full]
+    for knob, flag in (("occluded_unlabelled", 1), ("missing_keypoint_rate", 2)):
+        rate = getattr(defects, knob)
+        if rate > 0:
+            cand = [(p, j) for p, k in enumerate(full) for j in np.flatnonzero(k[:, 2] == flag)]
+            for c in _pick(len(cand), rate, np.random.default_rng([seed, _STREAMS[knob]])):
+                p, j = cand[int(c)]
+                out[p][j] = 0.0
+    status = ["labelled" if k else "removed" for k in keep]
+    for knob, mark in (("missing_person_rate", "removed"), ("crowd_rate", "crowd")):
+        rate = getattr(defects, knob)
+        for p in (_pick(len(full), rate, np.random.default_rng([seed, _STREAMS[knob]])) if rate > 0 else ()):
+            if status[int(p)] == "labelled":
+                status[int(p)] = mark
+    return status, out
 
 
 def crowd_index(kps: list[np.ndarray], boxes: list[Sequence[float]]) -> float:
@@ -240,6 +352,29 @@ def _coco_annotation(rec: dict, kps: np.ndarray, fmt: str) -> dict:
     return ann
 
 
+def _uncompressed_rle(mask: np.ndarray) -> dict:
+    """COCO uncompressed RLE of a bool [H, W] mask: run lengths over the column-major pixels,
+    starting with a (possibly empty) run of zeros (what COCO crowd annotations hold)."""
+    flat = mask.ravel(order="F").astype(np.int8)
+    change = np.flatnonzero(np.diff(flat)) + 1
+    edges = np.concatenate([[0], change, [flat.size]])
+    counts = np.diff(edges).tolist()
+    if flat.size and flat[0] == 1:
+        counts = [0] + counts
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": [int(c) for c in counts]}
+
+
+def _crowd_annotation(rec: dict, k: int, size: tuple[int, int]) -> dict:
+    """A person released as a COCO crowd region: its visible pixels (rasterised from the polygons,
+    which are its mask's outer contours) as uncompressed RLE, no keypoints."""
+    w, h = size
+    mask = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(mask, [np.round(np.array(poly).reshape(-1, 2)).astype(np.int32) for poly in rec["segmentation"]], 1)
+    return {"id": rec["id"], "image_id": rec["image_id"], "category_id": 1, "iscrowd": 1,
+            "keypoints": [0] * (3 * k), "num_keypoints": 0, "bbox": [float(v) for v in rec["bbox"]],
+            "area": float(rec["area"]), "segmentation": _uncompressed_rle(mask > 0)}
+
+
 def _mpii_entry(rec: dict, kps: np.ndarray, file_name: str) -> dict:
     # MPII / HRNet JSON is 1-based (MATLAB): the HRNet loader subtracts 1 from joints and centre.
     x0, y0, x1, y1 = rec["amodal"]
@@ -312,16 +447,31 @@ def _render_and_record(image_dir: Path, num_images: int, seed: int, fmt: str, si
 
 
 def _write_annotation_file(path: Path, fmt: str, images: list[dict], records: list[dict],
-                           kps_list: list[np.ndarray], keep_flags: list[bool], full: list[np.ndarray],
-                           seed: int, difficulty: str, missing_label_rate: float) -> None:
-    """One annotation file: the people of `records` whose keep flag is set, with keypoints `kps_list`
-    (released or full truth). `full` is the full truth, which the CrowdPose crowd index is computed on."""
+                           kps_list: list[np.ndarray], status: list[str], full: list[np.ndarray],
+                           info: dict, segmentation: bool, amodal: bool = False) -> None:
+    """One annotation file: the people of `records` with keypoints `kps_list` (released or full
+    truth) by `status` ("labelled", "crowd" or "removed", see `release_labels`). `full` is the full
+    truth, which the CrowdPose crowd index is computed on. `amodal`: add each person's
+    `amodal_keypoints` (the complete file). `segmentation`: keep the polygons of labelled people."""
     if fmt == "mpii":
         files = {im["id"]: im["file_name"] for im in images}
         _dump([_mpii_entry(r, k, files[r["image_id"]])
-               for r, k, f in zip(records, kps_list, keep_flags) if f], path)
+               for r, k, st in zip(records, kps_list, status) if st == "labelled"], path)
         return
-    anns = [_coco_annotation(r, k, fmt) for r, k, f in zip(records, kps_list, keep_flags) if f]
+    sizes = {im["id"]: (im["width"], im["height"]) for im in images}
+    k = FORMATS[fmt].num_joints
+    anns = []
+    for r, kps, st in zip(records, kps_list, status):
+        if st == "crowd":
+            anns.append(_crowd_annotation(r, k, sizes[r["image_id"]]))
+        elif st == "labelled":
+            ann = _coco_annotation(r, kps, fmt)
+            if not segmentation:
+                ann.pop("segmentation", None)
+            if amodal:
+                ann["amodal_keypoints"] = [_r2(v) if i % 3 < 2 else int(v) for i, v in
+                                           enumerate(format_keypoints(r["amodal_points"], fmt).ravel())]
+            anns.append(ann)
     imgs = [dict(im) for im in images]
     if fmt == "crowdpose":
         by_image: dict[int, list[int]] = {}
@@ -330,9 +480,23 @@ def _write_annotation_file(path: Path, fmt: str, images: list[dict], records: li
         for im in imgs:   # crowd index is a property of the scene: computed on the full truth
             ks = by_image.get(im["id"], [])
             im["crowdIndex"] = _r2(crowd_index([full[k] for k in ks], [records[k]["bbox"] for k in ks]))
-    _dump({"info": {"description": f"posedistill synthetic {fmt} data", "seed": seed, "difficulty": difficulty,
-                    "missing_label_rate": missing_label_rate, "version": "1"},
+    _dump({"info": {"description": f"posedistill synthetic {fmt} data", **info, "version": "1"},
            "licenses": [], "images": imgs, "annotations": anns, "categories": _categories(FORMATS[fmt])}, path)
+
+
+def _write_annotations(ann_dir: Path, split: str, fmt: str, images: list[dict], records: list[dict],
+                       full: list[np.ndarray], defects: LabelDefects, truncation: bool, info: dict,
+                       segmentation: bool) -> tuple[Path, Path | None]:
+    """The released annotation file and, when a label defect is on, the complete one."""
+    status, released = release_labels(full, defects, info["seed"])
+    ann_file = ann_dir / (f"mpii_{split}.json" if fmt == "mpii" else f"person_keypoints_{split}.json")
+    _write_annotation_file(ann_file, fmt, images, records, released, status, full, info, segmentation)
+    complete_file = None
+    if defects.any or truncation:
+        complete_file = ann_dir / f"complete_keypoints_{split}.json"
+        _write_annotation_file(complete_file, fmt, images, records, full, ["labelled"] * len(full), full, info,
+                               segmentation, amodal=True)
+    return ann_file, complete_file
 
 
 def generate_dataset(out_dir: str | Path, num_images: int, seed: int = 0, fmt: str = "coco",
@@ -340,14 +504,30 @@ def generate_dataset(out_dir: str | Path, num_images: int, seed: int = 0, fmt: s
                      missing_label_rate: float = 0.0, split: str = "train",
                      scene: R.SceneConfig | None = None, detector: DetectorNoise | None = None,
                      segmentation: bool = True, return_masks: bool = False, jpeg_quality: int = 92,
-                     preview: str | Path | None = None, progress: bool = False) -> SynthResult:
+                     preview: str | Path | None = None, progress: bool = False, *,
+                     truncation_rate: float | None = None, occluded_unlabelled: float | bool = 0.0,
+                     missing_keypoint_rate: float = 0.0, missing_person_rate: float = 0.0,
+                     crowd_rate: float = 0.0) -> SynthResult:
     """Write `num_images` synthetic images and their annotations under `out_dir` (layout in the
     module doc). `size` is (width, height). `scene` / `detector` override the difficulty presets.
     Files of the same names are overwritten; other files already in `out_dir` are left alone (the
     annotation file lists only the images written now). `return_masks` keeps every annotated
-    person's visible-pixel mask and full-truth record in memory (for tests; memory grows with N)."""
+    person's visible-pixel mask and full-truth record in memory (for tests; memory grows with N).
+
+    Label defects (module doc; all off by default): `truncation_rate` (a), `occluded_unlabelled`
+    (b; True = 1.0), `missing_keypoint_rate` (c), `missing_person_rate` (d), `missing_label_rate`
+    (older mix of (b)-(d)); `crowd_rate` releases people as crowd regions instead."""
     w, h = _check_arguments(fmt, num_images, size, missing_label_rate, split)
+    defects = LabelDefects(missing_label_rate=missing_label_rate, occluded_unlabelled=occluded_unlabelled,
+                           missing_keypoint_rate=missing_keypoint_rate, missing_person_rate=missing_person_rate,
+                           crowd_rate=crowd_rate)
+    if fmt == "mpii" and crowd_rate > 0:
+        raise InputError("crowd_rate needs a COCO-style format (coco, crowdpose): MPII files have no crowd regions")
     cfg = scene if scene is not None else scene_config(difficulty)
+    if truncation_rate is not None:
+        if isinstance(truncation_rate, bool) or not 0.0 <= truncation_rate <= 1.0:
+            raise InputError(f"truncation_rate must be a number in [0, 1], got {truncation_rate!r}")
+        cfg = replace(cfg, truncation_prob=float(truncation_rate), keep_inside=True)
     noise = detector if detector is not None else DETECTOR.get(difficulty, DetectorNoise())
     out = Path(out_dir)
     image_dir, ann_dir = out / "images", out / "annotations"
@@ -357,21 +537,18 @@ def generate_dataset(out_dir: str | Path, num_images: int, seed: int = 0, fmt: s
 
     masks = {} if return_masks else None
     images, records, dets = _render_and_record(image_dir, num_images, seed, fmt, (w, h), cfg, tiles, noise,
-                                               segmentation, jpeg_quality, masks, progress)
+                                               segmentation or crowd_rate > 0, jpeg_quality, masks, progress)
     full = [format_keypoints(r["points"], fmt) for r in records]
     if fmt == "mpii":   # MPII annotates people with at least one labelled joint
         keep_idx = [k for k, kp in enumerate(full) if (kp[:, 2] > 0).any()]
         records, full = [records[k] for k in keep_idx], [full[k] for k in keep_idx]
-    keep, released = (drop_labels(full, missing_label_rate, np.random.default_rng([seed, 2]))
-                      if missing_label_rate > 0 else ([True] * len(full), full))
-
-    ann_file = ann_dir / (f"mpii_{split}.json" if fmt == "mpii" else f"person_keypoints_{split}.json")
-    _write_annotation_file(ann_file, fmt, images, records, released, keep, full, seed, difficulty, missing_label_rate)
-    complete_file = None
-    if missing_label_rate > 0:
-        complete_file = ann_dir / f"complete_keypoints_{split}.json"
-        _write_annotation_file(complete_file, fmt, images, records, full, [True] * len(full), full, seed, difficulty,
-                               missing_label_rate)
+    info = {"seed": seed, "difficulty": difficulty, "missing_label_rate": missing_label_rate}
+    if replace(defects, missing_label_rate=0.0).any or truncation_rate is not None:   # else as older versions
+        info.update(truncation_rate=truncation_rate, occluded_unlabelled=defects.occluded_unlabelled,
+                    missing_keypoint_rate=missing_keypoint_rate, missing_person_rate=missing_person_rate,
+                    crowd_rate=crowd_rate)
+    ann_file, complete_file = _write_annotations(ann_dir, split, fmt, images, records, full, defects,
+                                                 bool(truncation_rate), info, segmentation)
     det_file = None
     if fmt != "mpii":
         det_file = ann_dir / f"detections_{split}.json"

@@ -13,6 +13,7 @@ Terms (`terms: {name: weight}`), each one entry of `distill/terms.py` (TERMS) an
 | `mapd` | MAPD (seed 001) eq. 1-3 | a multiplier of L_mapd (1.0); `mapd_alpha`, `mapd_beta` inside |
 | `aligned` | seed 002 eq. 1 | alpha of seed 002 eq. 5 (5e-5; eq. 1's mean over C, H, W) |
 | `pose` | seed 002 eq. 2-3 (SimCC students) | beta of seed 002 eq. 5 (0.1) |
+| `pose_l1` | seed 002 eq. 2 without the skeleton term (Table IV scheme 3) | beta of eq. 5 (0.1) |
 
 The ground-truth loss: `gt_weight` < 0 (default) picks it from the terms: logit_weight x logit_alpha
 when `logit` is on (IKD eq. 4 inside eq. 6), plus mapd_weight x (1 - mapd_alpha - mapd_beta) when

@@ -79,6 +79,10 @@ def _pose(cfg: DistillConfig, ctx: TermContext) -> nn.Module:
     return PoseDistillLoss(ctx.meta.skeleton, weights)
 
 
+def _pose_l1(cfg: DistillConfig, ctx: TermContext) -> nn.Module:
+    return PoseDistillLoss(ctx.meta.skeleton, structure=False)
+
+
 TERMS: dict[str, Term] = {
     # IKD (seed 000) eq. 3-4, teacher share (1 - alpha) L_soft; SimCC students: KL between bin distributions
     "logit": Term("outputs", ("heatmap", "simcc"), _logit, lambda m, s, t: m.distill(s, t)),
@@ -97,6 +101,8 @@ TERMS: dict[str, Term] = {
     "aligned": Term("features", ("heatmap", "simcc"), _aligned, lambda m, s, t: m(s, t)),
     # seed 002 eq. 2-3: L1 pose + skeleton structure on decoded SimCC poses
     "pose": Term("poses", ("simcc",), _pose, lambda m, s, t: m(s, t)),
+    # seed 002 eq. 2 without L_cst: the plain L1 pose distillation of Table IV's scheme 3
+    "pose_l1": Term("poses", ("simcc",), _pose_l1, lambda m, s, t: m(s, t)),
 }
 
 def build_terms(cfg: DistillConfig, ctx: TermContext) -> dict[str, nn.Module]:
@@ -121,9 +127,10 @@ def cache_feature_message(terms: list[str]) -> str:
             f"teacher (distill.cache=false) or drop {terms} from distill.terms")
 
 
-def resolve_distill_config(cfg: DistillConfig) -> DistillConfig:
+def resolve_distill_config(cfg: DistillConfig, teacher_only: bool = False) -> DistillConfig:
     """The one check of a `distill:` section (term names and weights, decay names, teacher vs terms, cache
-    vs feature terms), run when a recipe loads; returns it with `decay: [all]` expanded to the term names."""
+    vs feature terms), run when a recipe loads; returns it with `decay: [all]` expanded to the term names.
+    `teacher_only`: a teacher without terms is fine (seed 002's stage 2 uses the teacher's pose alone)."""
     unknown = [t for t in cfg.terms if t not in TERMS]
     if unknown:
         raise InputError(f"distill.terms: unknown term(s) {unknown}; valid: {list(TERMS)}")
@@ -136,7 +143,7 @@ def resolve_distill_config(cfg: DistillConfig) -> DistillConfig:
         raise InputError(f"distill.decay: {bad} not among distill.terms {sorted(cfg.terms)} (or use [all])")
     if cfg.terms and not cfg.teacher.model:
         raise InputError(f"distill.terms {sorted(cfg.terms)} are set but distill.teacher.model is empty")
-    if cfg.teacher.model and not cfg.terms:
+    if cfg.teacher.model and not cfg.terms and not teacher_only:
         raise InputError(f"distill.teacher.model is set but distill.terms is empty: name at least one term "
                          f"({', '.join(TERMS)})")
     feat = [t for t in cfg.terms if TERMS[t].needs == "features"]

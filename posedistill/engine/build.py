@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from posedistill.errors import CheckpointError, InputError
 from posedistill import __version__
-from posedistill.codecs import HeatmapCodec, SimCCCodec
+from posedistill.codecs import CoordinateCodec, HeatmapCodec, SimCCCodec
 from posedistill.data.coco import load_coco_instances
 from posedistill.data.mpii import load_mpii_instances
 from posedistill.data.topdown import TopDownDataset
@@ -29,25 +29,27 @@ from posedistill.distill.teacher import FrozenTeacher
 from posedistill.distill.terms import TermContext, build_terms
 from posedistill.engine import dist
 from posedistill.engine.config import (CodecConfig, Config, DataConfig, EvalConfig, LossConfig, ModelConfig,
-                                       OptimConfig, config_to_dict)
+                                       OptimConfig, RefineConfig, config_to_dict)
 from posedistill.data.coco import read_json
 from posedistill.keypoints import DATASET_NAMES, KeypointMeta, get_meta, meta_from_category
 from posedistill.losses.heatmap import JointsMSELoss
+from posedistill.losses.refine import ProgressivePoseLoss
 from posedistill.losses.simcc import SimCCKLLoss
 from posedistill.models import create_model_at
 from posedistill.models.weights import load_weights
-from posedistill.tasks import DistillationTask, OptimGroup, SupervisedTask, Task
+from posedistill.tasks import DistillationTask, OptimGroup, RefinerTask, SupervisedTask, Task
 
 def build_model(cfg: ModelConfig, num_joints: int, input_size: tuple[int, int] | None = None,
-                split_ratio: float | None = None) -> nn.Module:
+                split_ratio: float | None = None, skeleton: list | None = None) -> nn.Module:
     """The registered model `cfg.name` with `cfg.kwargs`, optionally initialised from `cfg.checkpoint`.
 
-    Factories that take `input_size` / `split_ratio` (SimCC heads) get the recipe's
-    `data.input_size` / `codec.simcc_split_ratio` unless `model.kwargs` sets them."""
+    Factories that take `input_size` / `split_ratio` (SimCC heads) or `skeleton` (the IGP-GCN refiner)
+    get the recipe's `data.input_size` / `codec.simcc_split_ratio` / keypoint skeleton unless
+    `model.kwargs` sets them."""
     kwargs = dict(cfg.kwargs)
     kwargs.setdefault("num_joints", num_joints)
     try:
-        model = create_model_at(cfg.name, kwargs, input_size, split_ratio)
+        model = create_model_at(cfg.name, kwargs, input_size, split_ratio, skeleton)
     except TypeError as e:
         raise InputError(f"model {cfg.name!r} rejected model.kwargs {cfg.kwargs}: {e}") from None
     if cfg.checkpoint:
@@ -55,10 +57,18 @@ def build_model(cfg: ModelConfig, num_joints: int, input_size: tuple[int, int] |
     return model
 
 
-def model_from_config(cfg, num_joints: int, with_init_weights: bool = True) -> nn.Module:
-    """`build_model` for a whole Config (passes input size and SimCC split ratio through)."""
+def model_from_config(cfg, meta: KeypointMeta, with_init_weights: bool = True) -> nn.Module:
+    """`build_model` for a whole Config (passes input size, SimCC split ratio and skeleton through); with
+    `refine.student` the stage-1 checkpoint fills the refined model's student (strictly)."""
     mcfg = cfg.model if with_init_weights else dataclasses.replace(cfg.model, checkpoint="")
-    return build_model(mcfg, num_joints, tuple(cfg.data.input_size), cfg.codec.simcc_split_ratio)
+    model = build_model(mcfg, meta.num_joints, tuple(cfg.data.input_size), cfg.codec.simcc_split_ratio,
+                        [list(e) for e in meta.skeleton])
+    if with_init_weights and cfg.refine.student:
+        if model.head_type != "coords":
+            raise InputError(f"refine.student is set but model {cfg.model.name!r} has no refiner (head "
+                             f"{model.head_type!r}); use model.name=simcc_igp_gcn with model.kwargs.student")
+        load_weights(model.student, cfg.refine.student, strict=True)
+    return model
 
 
 def model_card(cfg: Config, meta: KeypointMeta, model: nn.Module) -> dict:
@@ -138,7 +148,9 @@ def build_codec(cfg: CodecConfig, input_size: tuple[int, int], output_stride: in
     if cfg.type == "simcc":
         return SimCCCodec(input_size=tuple(input_size), split_ratio=cfg.simcc_split_ratio, sigma=cfg.simcc_sigma,
                           label_smoothing=cfg.simcc_label_smoothing)
-    raise InputError(f"codec.type: expected heatmap | simcc, got {cfg.type!r}")
+    if cfg.type == "coords":
+        return CoordinateCodec(input_size=tuple(input_size))
+    raise InputError(f"codec.type: expected heatmap | simcc | coords, got {cfg.type!r}")
 
 
 def build_loss(cfg: LossConfig, codec) -> nn.Module:
@@ -341,8 +353,26 @@ def build_distillation_task(cfg: DistillConfig, student: nn.Module, loss: nn.Mod
                             split_ratio=split_ratio)
 
 
+def build_refiner_task(cfg: RefineConfig, teacher: TeacherConfig, model: nn.Module, meta: KeypointMeta,
+                       device: torch.device) -> RefinerTask:
+    """Seed 002's stage 2: the refiner of `model` (student loaded from refine.student) against the
+    teacher's pose or the ground truth."""
+    if not cfg.student:
+        raise InputError(f"model {type(model).__name__} is a student + refiner: refine.student must name the "
+                         f"stage-1 checkpoint it refines (stage 2 never trains the student)")
+    frozen = None
+    if cfg.target == "teacher":
+        frozen = load_teacher(teacher, meta.num_joints, device, input_size=model.input_size,
+                              split_ratio=model.split_ratio)
+    return RefinerTask(model, ProgressivePoseLoss(model.input_size, cfg.block_weights), target=cfg.target,
+                       teacher=frozen)
+
+
 def build_task(cfg: Config, model: nn.Module, codec, meta: KeypointMeta, train_set, device: torch.device) -> Task:
-    """SupervisedTask, or DistillationTask when the recipe names a teacher."""
+    """RefinerTask for a student + refiner, DistillationTask when the recipe names a teacher, else
+    SupervisedTask."""
+    if model.head_type == "coords":
+        return build_refiner_task(cfg.refine, cfg.distill.teacher, model, meta, device)
     loss = build_loss(cfg.loss, codec)
     if cfg.distill.teacher.model:
         return build_distillation_task(cfg.distill, model, loss, codec, meta, train_set, cfg.optim.epochs, device)

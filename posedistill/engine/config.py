@@ -1,7 +1,7 @@
 """Typed training recipes: dataclasses with a default and a one-line meaning per field, loaded from YAML.
 
 A recipe file is a YAML mapping whose sections mirror `Config` (data, codec, model, loss, optim, train,
-eval, distill). `_base_: other.yaml` (a path relative to the file, or a list of them) inherits another
+eval, distill, refine). `_base_: other.yaml` (a path relative to the file, or a list of them) inherits another
 recipe; the file's own keys win, nested sections merge key by key. Command-line overrides are
 `dotted.key=value` strings whose value is parsed with `yaml.safe_load` (`optim.lr=5e-4`,
 `data.input_size=[96,128]`, `distill.terms.logit=0.5`).
@@ -60,7 +60,7 @@ class DataConfig:
 
 @dataclass
 class CodecConfig:
-    type: str = "heatmap"                       # heatmap | simcc
+    type: str = "heatmap"                       # heatmap | simcc | coords (networks that output keypoints: the IGP-GCN refiner)
     sigma: float = 2.0                          # heatmap Gaussian sigma in heatmap pixels (2 at 64x48)
     dark: bool = False                          # DARK sub-pixel decoding (heatmap only)
     udp: bool = False                           # unbiased data processing (heatmap only)
@@ -127,6 +127,13 @@ class EvalConfig:
 
 
 @dataclass
+class RefineConfig:
+    student: str = ""                           # stage-1 checkpoint of the frozen SimCC student (model: simcc_igp_gcn); "" = no stage 2
+    target: str = "teacher"                     # what the refiner learns: teacher (seed 002 eq. 6, the distill.teacher's pose) | gt (Table IV scheme 1)
+    block_weights: list[float] = field(default_factory=lambda: [0.3, 0.5, 1.0])  # eq. 7: delta, lambda, xi of the three blocks
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)        # datasets and augmentation
     codec: CodecConfig = field(default_factory=CodecConfig)     # target encoding / prediction decoding
@@ -136,6 +143,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)     # loop, logging, checkpoints, device
     eval: EvalConfig = field(default_factory=EvalConfig)        # evaluation
     distill: DistillConfig = field(default_factory=DistillConfig)  # teacher and distillation terms ("" teacher = none)
+    refine: RefineConfig = field(default_factory=RefineConfig)     # seed 002 stage 2: the IGP-GCN refiner of a frozen student
 
 
 class ConfigError(InputError):
@@ -359,9 +367,26 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     return _resolved(_build(Config, merged), str(path) if path is not None else "defaults")
 
 
+def check_refine(cfg: RefineConfig, distill: DistillConfig) -> None:
+    """The `refine:` section against itself and the teacher it may need."""
+    if cfg.target not in ("teacher", "gt"):
+        raise InputError(f"refine.target: expected teacher | gt, got {cfg.target!r}")
+    if len(cfg.block_weights) != 3 or any(w < 0 for w in cfg.block_weights):
+        raise InputError(f"refine.block_weights: expected three weights >= 0 (eq. 7), got {cfg.block_weights}")
+    if cfg.student and cfg.target == "teacher" and not distill.teacher.model:
+        raise InputError("refine.target is teacher but distill.teacher.model is empty: name the teacher, or "
+                         "refine.target=gt")
+    if cfg.student and distill.terms:
+        raise InputError(f"refine.student is set (stage 2 trains the refiner alone) but distill.terms "
+                         f"{sorted(distill.terms)} are too; stage-1 terms belong to the stage-1 recipe")
+
+
 def _resolved(cfg: Config, source: str) -> Config:
     try:
-        return dataclasses.replace(cfg, distill=resolve_distill_config(cfg.distill))
+        check_refine(cfg.refine, cfg.distill)
+        stage2 = bool(cfg.refine.student) or cfg.codec.type == "coords"   # a refiner recipe: teacher, no terms
+        distill = resolve_distill_config(cfg.distill, teacher_only=stage2)
+        return dataclasses.replace(cfg, distill=distill)
     except ValueError as e:
         raise ConfigError(f"{source}: {e}") from None
 

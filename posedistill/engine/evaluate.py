@@ -138,7 +138,7 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str, *, flip: bool | None = Non
     info = dist.init_distributed(cfg.train.device)
     device = info.device
     meta = build.keypoint_meta(cfg.data)
-    model = build.model_from_config(cfg, meta.num_joints, with_init_weights=False)
+    model = build.model_from_config(cfg, meta, with_init_weights=False)
     load_model_weights(model, checkpoint, build.model_card(cfg, meta, model))
     codec = build.build_codec(cfg.codec, tuple(cfg.data.input_size), model.output_stride, model.head_type)
     val_set = build.build_dataset(cfg.data, codec, meta, train=False, boxes=boxes)

@@ -269,7 +269,7 @@ def setup_run(cfg: Config) -> Run:
     meta = build.keypoint_meta(cfg.data)
     if cfg.data.format == "coco":
         meta.require_sigmas(f"data.dataset={cfg.data.dataset} ({cfg.data.train_ann})")  # evaluation needs them
-    model = build.model_from_config(cfg, meta.num_joints)
+    model = build.model_from_config(cfg, meta)
     input_size = tuple(cfg.data.input_size)
     build.check_output_shape(model, input_size)
     codec = build.build_codec(cfg.codec, input_size, model.output_stride, model.head_type)

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from posedistill.errors import InputError, MissingFileError
+from posedistill.models.bottomup import LastStage
 
 INPUT_NAME = "images"
 # head type -> the network's outputs, in the order the model returns them. "paf" is reserved for the
@@ -29,6 +30,7 @@ OUTPUT_NAMES: dict[str, tuple[str, ...]] = {
     "heatmap": ("heatmaps",),
     "simcc": ("simcc_x", "simcc_y"),
     "paf": ("confidence_maps", "pafs"),
+    "coords": ("keypoints",),          # [B, K, 3] (x, y, score) in crop pixels: student + IGP-GCN refiner
 }
 # Key of the ONNX metadata_props entry holding the export's metadata (a JSON object).
 METADATA_KEY = "posedistill"
@@ -56,6 +58,15 @@ def _check_images(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(images, dtype=np.float32)
 
 
+def prediction_module(model: nn.Module) -> nn.Module:
+    """The module whose outputs are `output_names(model.head_type)`: the model itself, or for a
+    multi-stage PAF network (a list of per-stage outputs, every stage supervised in training) its last
+    stage (`models.bottomup.LastStage`)."""
+    if model.head_type == "paf" and not isinstance(model, LastStage):
+        return LastStage(model)
+    return model
+
+
 class TorchBackend:
     """Run `model` (eval mode, under `torch.inference_mode`) on `device`; numpy in, numpy out."""
 
@@ -63,7 +74,7 @@ class TorchBackend:
 
     def __init__(self, model: nn.Module, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
-        self.model = model.eval().to(self.device)
+        self.model = prediction_module(model).eval().to(self.device)
         self.head_type = model.head_type
         self.output_names = output_names(self.head_type)
 

@@ -31,7 +31,8 @@ import torch
 import torch.nn as nn
 
 from posedistill.errors import DependencyError, InputError
-from posedistill.inference.backends import INPUT_NAME, METADATA_KEY, OnnxBackend, TorchBackend, output_names
+from posedistill.inference.backends import (INPUT_NAME, METADATA_KEY, OnnxBackend, TorchBackend, output_names,
+                                           prediction_module)
 
 try:
     import onnx
@@ -112,7 +113,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: tuple[int
     path.parent.mkdir(parents=True, exist_ok=True)
     meta_json = json.dumps(_embedded_metadata(model, input_size, metadata), sort_keys=True)  # fails before tracing
     with _eval_mode(model):
-        proto = onnx.load_model_from_string(_trace_to_onnx(model, input_size, int(opset)))
+        proto = onnx.load_model_from_string(_trace_to_onnx(prediction_module(model), input_size, int(opset)))
     del proto.metadata_props[:]
     proto.metadata_props.add(key=METADATA_KEY, value=meta_json)
     _write_atomically(proto.SerializeToString(), path)

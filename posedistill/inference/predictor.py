@@ -62,7 +62,7 @@ def load_model(checkpoint: str | Path, cfg: Config | None = None) -> LoadedModel
     card = state.get("card") if isinstance(state.get("card"), dict) else {}
     cfg = config_of(card, cfg, where)
     meta, input_size = _parts(cfg, card)
-    model = build.model_from_config(cfg, meta.num_joints, with_init_weights=False)
+    model = build.model_from_config(cfg, meta, with_init_weights=False)
     build.check_card(str(checkpoint), card, build.model_card(cfg, meta, model))
     load_state(model, state, str(checkpoint), strict=True)
     model.eval()

@@ -283,8 +283,10 @@ class PoseDistillLoss(nn.Module):
     uniform w_ij = 1 / |E| (the mean bone-length error), or any weights passed in `edge_weights`.
     """
 
-    def __init__(self, edges: Sequence[tuple[int, int]], edge_weights: Sequence[float] | None = None):
+    def __init__(self, edges: Sequence[tuple[int, int]], edge_weights: Sequence[float] | None = None,
+                 structure: bool = True):
         super().__init__()
+        self.use_structure = bool(structure)     # False: eq. 2's L1 alone (Table IV scheme 3)
         edges = [(int(a), int(b)) for a, b in edges]
         if not edges:
             raise ValueError("PoseDistillLoss needs at least one skeleton edge")
@@ -310,7 +312,8 @@ class PoseDistillLoss(nn.Module):
         if student_xy.shape != teacher_xy.shape or student_xy.shape[-1] != 2:
             raise ValueError(f"PoseDistillLoss: expected keypoints [B, K, 2] of equal shape, got "
                              f"{tuple(student_xy.shape)} and {tuple(teacher_xy.shape)}")
-        return self.position(student_xy, teacher_xy) + self.structure(student_xy, teacher_xy)
+        value = self.position(student_xy, teacher_xy)
+        return value + self.structure(student_xy, teacher_xy) if self.use_structure else value
 
 
 def linear_decay(epoch: int, total_epochs: int) -> float:

@@ -7,5 +7,7 @@ from posedistill.models.registry import MODELS, create_model, create_model_at, l
 # from posedistill.models import pose_resnet, hrnet, elpn, fr_sbn, simcc  # noqa: E402,F401
 from posedistill.models import fr_sbn, pose_resnet, simcc  # noqa: E402,F401
 from posedistill.models import elpn, hrnet  # noqa: E402,F401
+from posedistill.models import gcn_refiner  # noqa: E402,F401
+from posedistill.models import bottomup  # noqa: E402,F401
 
 __all__ = ["MODELS", "create_model", "create_model_at", "list_models", "register_model"]

@@ -148,8 +148,9 @@ class HRNet(nn.Module):
         final_kernel: kernel of `final_layer` (official 1).
 
     `forward(x, return_features=True)` also returns feats["backbone"] (highest-resolution branch
-    after stage 4) and feats["head_in"] (input of `final_layer`; equals "backbone" unless
-    `final_context` is set).
+    after stage 4), feats["head_in"] (input of `final_layer`; equals "backbone" unless
+    `final_context` is set) and "c2", "c3", "c4": the three stage-3 branch outputs at strides 4, 8
+    and 16 (named as ResNet's stages of those strides; the IGP-GCN refiner samples them).
     """
 
     head_type = "heatmap"
@@ -217,11 +218,14 @@ class HRNet(nn.Module):
                 src = ys[i] if i < len(ys) else ys[-1]   # a new branch starts from the lowest resolution
                 xs.append(src if t is None else t(src))
             ys = getattr(self, f"stage{s}")(xs)
+            if s == 3:
+                pyramid = ys      # stage-3 branches at strides 4, 8, 16 (the refiner's feature taps)
         backbone = ys[0]
         head_in = backbone if self.final_context is None else self.final_context(backbone)
         out = self.final_layer(head_in)
         if return_features:
-            return out, {"backbone": backbone, "head_in": head_in}
+            return out, {"backbone": backbone, "head_in": head_in,
+                         "c2": pyramid[0], "c3": pyramid[1], "c4": pyramid[2]}
         return out
 
 

@@ -36,13 +36,13 @@ def create_model(name: str, **kwargs) -> nn.Module:
 
 
 def create_model_at(name: str, kwargs: dict, input_size: tuple[int, int] | None = None,
-                    split_ratio: float | None = None) -> nn.Module:
-    """`create_model(name, **kwargs)`, also handing `input_size` (width, height) and `split_ratio` to the
-    factories that take them (SimCC heads) unless `kwargs` sets them; other factories never see them."""
+                    split_ratio: float | None = None, skeleton: list | None = None) -> nn.Module:
+    """`create_model(name, **kwargs)`, also handing `input_size` (width, height), `split_ratio` and the
+    keypoint set's `skeleton` to the factories that take them (SimCC heads; the IGP-GCN refiner's graph)
+    unless `kwargs` sets them; other factories never see them."""
     kwargs = dict(kwargs)
     params = inspect.signature(MODELS[name]).parameters if name in MODELS else {}
-    if input_size is not None and "input_size" in params:
-        kwargs.setdefault("input_size", tuple(input_size))
-    if split_ratio is not None and "split_ratio" in params:
-        kwargs.setdefault("split_ratio", split_ratio)
+    for key, value in (("input_size", input_size), ("split_ratio", split_ratio), ("skeleton", skeleton)):
+        if value is not None and key in params:
+            kwargs.setdefault(key, tuple(value) if key == "input_size" else value)
     return create_model(name, **kwargs)

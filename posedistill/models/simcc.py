@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from posedistill.models.hrnet import hrnet_w32, hrnet_w48
+from posedistill.models.hrnet import HRNet, hrnet_w32, hrnet_w48
 from posedistill.models.pose_resnet import pose_resnet
 from posedistill.models.registry import register_model
 
@@ -103,3 +103,25 @@ def simcc_r50(num_joints: int = 17, input_size: tuple[int, int] = (192, 256),
               split_ratio: float = 2.0) -> SimCCHead:
     """SimCC on SimpleBaseline-R50 (deconv head kept: stride-4 maps are flattened)."""
     return SimCCHead(pose_resnet(50, num_joints), input_size, split_ratio)
+
+
+
+# CPU-sized HRNets for seed 002's synthetic experiments: one exchange unit per stage and two blocks per
+# branch (HRNet: 1 / 4 / 3 units, 4 blocks). ELPN's depthwise and GC blocks are 5-10x slower per step
+# on a CPU than these plain blocks at the same size, which is why these and not ELPN stand in for
+# HRNet-W32 / HRNet-W48 there.
+SMALL_HRNET = dict(stage_modules=(1, 1, 1), branch_blocks=2)
+
+
+@register_model
+def simcc_hrnet_w16_small(num_joints: int = 17, input_size: tuple[int, int] = (192, 256),
+                          split_ratio: float = 2.0) -> SimCCHead:
+    """SimCC on a small HRNet-W16 (SMALL_HRNET): the CPU stand-in for seed 002's HRNet-W32 student."""
+    return SimCCHead(HRNet(num_joints=num_joints, width=16, **SMALL_HRNET), input_size, split_ratio)
+
+
+@register_model
+def simcc_hrnet_w32_small(num_joints: int = 17, input_size: tuple[int, int] = (192, 256),
+                          split_ratio: float = 2.0) -> SimCCHead:
+    """SimCC on a small HRNet-W32 (SMALL_HRNET): the CPU stand-in for seed 002's HRNet-W48 teacher."""
+    return SimCCHead(HRNet(num_joints=num_joints, width=32, **SMALL_HRNET), input_size, split_ratio)
