@@ -10,6 +10,7 @@ import torch
 from helpers import data_overrides
 from posedistill.cli import main as cli_main
 from posedistill.data.synthetic import generate_dataset
+from posedistill.engine import build
 from posedistill.engine.checkpoint import read_checkpoint
 from posedistill.engine.config import load_config
 from posedistill.engine.loop import train
@@ -87,3 +88,14 @@ def test_refine_recipe_checks(tmp_path):
         load_config("configs/refine_seed002_synth.yaml", ["refine.target=student"])
     with pytest.raises(InputError, match="distill.teacher.model is empty"):
         load_config("configs/refine_seed002_synth.yaml", ["refine.student=x.pth", "distill.teacher.model="])
+
+
+@pytest.mark.parametrize("recipe, joints", [("refine_seed002_coco_256x192", 17), ("refine_seed002_crowdpose_256x192", 14)])
+def test_paper_stage2_recipes_build_the_paper_model(recipe, joints):
+    """HRNet-W32 SimCC student at 256x192 + IGP-GCN over the dataset's skeleton, stride-16/8/4 taps."""
+    cfg = load_config(f"configs/{recipe}.yaml")
+    meta = build.keypoint_meta(cfg.data)
+    model = build.model_from_config(cfg, meta, with_init_weights=False)
+    assert model.student.input_size == (192, 256) and model.refiner.num_joints == joints == meta.num_joints
+    assert [b.gc1.conv.weight.shape[1] - 128 for b in model.refiner.blocks] == [128, 64, 32]   # W32 branches
+    assert cfg.refine.block_weights == [0.3, 0.5, 1.0] and cfg.optim.epochs == 30 and cfg.optim.lr == 1e-3

@@ -1,7 +1,8 @@
 """The `distill:` section of a recipe. Owned by the distillation package; the engine's Config embeds it
 and checks it once on load (`distill/terms.py`, `resolve_distill_config`).
 
-An empty `teacher.model` means plain supervised training.
+An empty `teacher.model` means plain supervised training. Bottom-up (PAF) students learn from a teacher
+through `kd_lambda` (seed 004 eq. 5-6) and `label_correction` (eq. 2-4) instead of terms.
 
 Terms (`terms: {name: weight}`), each one entry of `distill/terms.py` (TERMS) and a loss module:
 
@@ -54,6 +55,8 @@ class DistillConfig:
     cache_dir: str = "runs/teacher_cache"               # where cached teacher outputs live (one subfolder per fingerprint)
     cache_batch_size: int = 64                          # batch size of the one teacher pass that fills the cache
     cache_workers: int = 2                              # DataLoader workers of that pass
+    kd_lambda: float = 0.0                              # bottom-up (PAF) students: seed 004 eq. 5-6 lambda, share of the teacher's maps in the loss
+    label_correction: str = "none"                      # bottom-up: seed 004 eq. 2-4 on none | both | confidence_maps | pafs
 
 
 def auto_gt_weight(cfg: DistillConfig) -> float:

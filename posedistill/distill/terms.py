@@ -19,6 +19,7 @@ import torch.nn as nn
 from posedistill.errors import InputError, UnknownNameError
 from posedistill.distill.adversarial import AdversarialStructure
 from posedistill.distill.config import DistillConfig
+from posedistill.distill.label_correction import CORRECTIONS
 from posedistill.keypoints import KeypointMeta
 from posedistill.losses.distill import (AlignedFeatureLoss, LogitDistillLoss, MultiAngleLoss, PairwiseSimilarityLoss,
                                         PoseDistillLoss, SimCCLogitDistillLoss)
@@ -130,7 +131,15 @@ def cache_feature_message(terms: list[str]) -> str:
 def resolve_distill_config(cfg: DistillConfig, teacher_only: bool = False) -> DistillConfig:
     """The one check of a `distill:` section (term names and weights, decay names, teacher vs terms, cache
     vs feature terms), run when a recipe loads; returns it with `decay: [all]` expanded to the term names.
-    `teacher_only`: a teacher without terms is fine (seed 002's stage 2 uses the teacher's pose alone)."""
+    `teacher_only`: a teacher without terms is fine (seed 002's stage 2 uses the teacher's pose alone;
+    seed 004's bottom-up KD / label correction are set by `kd_lambda` / `label_correction`)."""
+    if cfg.label_correction not in CORRECTIONS:
+        raise InputError(f"distill.label_correction: expected one of {list(CORRECTIONS)}, got {cfg.label_correction!r}")
+    if not 0.0 <= cfg.kd_lambda <= 1.0:
+        raise InputError(f"distill.kd_lambda: expected a value in [0, 1], got {cfg.kd_lambda}")
+    if (cfg.kd_lambda > 0 or cfg.label_correction != "none") and not cfg.teacher.model:
+        raise InputError("distill.kd_lambda / distill.label_correction need a teacher: set distill.teacher.model")
+    teacher_only = teacher_only or cfg.kd_lambda > 0 or cfg.label_correction != "none"
     unknown = [t for t in cfg.terms if t not in TERMS]
     if unknown:
         raise InputError(f"distill.terms: unknown term(s) {unknown}; valid: {list(TERMS)}")

@@ -20,6 +20,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from posedistill.errors import CheckpointError, InputError
 from posedistill import __version__
 from posedistill.codecs import CoordinateCodec, HeatmapCodec, SimCCCodec
+from posedistill.codecs.paf import PafCodec, PafLayout, coco_paf_layout, paf_layout_from_meta
+from posedistill.data.bottomup import BottomUpDataset
 from posedistill.data.coco import load_coco_instances
 from posedistill.data.mpii import load_mpii_instances
 from posedistill.data.topdown import TopDownDataset
@@ -33,11 +35,12 @@ from posedistill.engine.config import (CodecConfig, Config, DataConfig, EvalConf
 from posedistill.data.coco import read_json
 from posedistill.keypoints import DATASET_NAMES, KeypointMeta, get_meta, meta_from_category
 from posedistill.losses.heatmap import JointsMSELoss
+from posedistill.losses.paf import MultiStagePafLoss
 from posedistill.losses.refine import ProgressivePoseLoss
 from posedistill.losses.simcc import SimCCKLLoss
 from posedistill.models import create_model_at
 from posedistill.models.weights import load_weights
-from posedistill.tasks import DistillationTask, OptimGroup, RefinerTask, SupervisedTask, Task
+from posedistill.tasks import BottomUpTask, DistillationTask, OptimGroup, RefinerTask, SupervisedTask, Task
 
 def build_model(cfg: ModelConfig, num_joints: int, input_size: tuple[int, int] | None = None,
                 split_ratio: float | None = None, skeleton: list | None = None) -> nn.Module:
@@ -137,8 +140,15 @@ def check_output_shape(model: nn.Module, input_size: tuple[int, int]) -> None:
                          f"{stride}; use an input size the backbone divides evenly (multiples of 32 for ResNet)")
 
 
-def build_codec(cfg: CodecConfig, input_size: tuple[int, int], output_stride: int, head_type: str):
-    """HeatmapCodec or SimCCCodec matching the model's head (`model.head_type`)."""
+def paf_layout(meta: KeypointMeta) -> PafLayout:
+    """CMU-Pose's 18-joint layout (COCO + neck) for COCO, else the keypoint set's own skeleton as limbs."""
+    return coco_paf_layout() if meta.name == "coco" else paf_layout_from_meta(meta)
+
+
+def build_codec(cfg: CodecConfig, input_size: tuple[int, int], output_stride: int, head_type: str,
+                meta: KeypointMeta | None = None):
+    """The codec matching the model's head (`model.head_type`): heatmap, SimCC, coordinates or PAF (which
+    needs the keypoint set `meta` for its limbs)."""
     if cfg.type != head_type:
         raise InputError(f"codec.type is {cfg.type!r} but the model's head_type is {head_type!r}; "
                          f"set codec.type={head_type}")
@@ -150,7 +160,12 @@ def build_codec(cfg: CodecConfig, input_size: tuple[int, int], output_stride: in
                           label_smoothing=cfg.simcc_label_smoothing)
     if cfg.type == "coords":
         return CoordinateCodec(input_size=tuple(input_size))
-    raise InputError(f"codec.type: expected heatmap | simcc | coords, got {cfg.type!r}")
+    if cfg.type == "paf":
+        if meta is None:
+            raise InputError("codec.type paf needs the keypoint set (its skeleton gives the limbs)")
+        return PafCodec(paf_layout(meta), input_size=tuple(input_size), stride=output_stride, sigma=cfg.paf_sigma,
+                        limb_width=cfg.paf_limb_width)
+    raise InputError(f"codec.type: expected heatmap | simcc | coords | paf, got {cfg.type!r}")
 
 
 def build_loss(cfg: LossConfig, codec) -> nn.Module:
@@ -159,6 +174,8 @@ def build_loss(cfg: LossConfig, codec) -> nn.Module:
         return JointsMSELoss(use_target_weight=cfg.use_target_weight)
     if isinstance(codec, SimCCCodec):
         return SimCCKLLoss(use_target_weight=cfg.use_target_weight)
+    if isinstance(codec, PafCodec):
+        return MultiStagePafLoss()
     raise InputError(f"no supervised loss for codec {type(codec).__name__}")
 
 
@@ -208,12 +225,23 @@ def build_dataset(cfg: DataConfig, codec, meta: KeypointMeta, train: bool, boxes
     """TopDownDataset over the split's instances, with augmentation only for training. Samples
     carry uint8 images, a quarter of the bytes for loader workers to hand over; the engine
     normalises them on the device (`loop.to_device` for training, `evaluate.predict` for evaluation)."""
+    if isinstance(codec, PafCodec):
+        return build_bottomup_dataset(cfg, codec, meta, train)
     instances = load_instances(cfg, meta, train, boxes)
     return TopDownDataset(instances, meta, codec, input_size=tuple(cfg.input_size), train=train,
                           flip=cfg.flip, scale_factor=cfg.scale_factor, rotation_factor=cfg.rotation_factor,
                           rotation_prob=cfg.rotation_prob, half_body_prob=cfg.half_body_prob,
                           half_body_min_joints=cfg.half_body_min_joints, use_joint_weights=cfg.use_joint_weights,
                           normalize=False, cache_mb=0.0 if train else cfg.val_cache_mb)
+
+
+def build_bottomup_dataset(cfg: DataConfig, codec: PafCodec, meta: KeypointMeta, train: bool) -> BottomUpDataset:
+    """Whole images of the split with all people's PAF targets (seed 004 augmentation for training)."""
+    if cfg.format != "coco":
+        raise InputError(f"bottom-up models read COCO-format keypoint files; data.format is {cfg.format!r}")
+    return BottomUpDataset(cfg.train_ann if train else cfg.val_ann, cfg.train_images if train else cfg.val_images,
+                           codec, meta, tuple(cfg.input_size), train, flip_prob=0.5 if cfg.flip else 0.0,
+                           max_rotation=cfg.rotation_factor, scale_range=tuple(cfg.bottomup_scale), normalize=False)
 
 
 def build_optimizer(group: OptimGroup, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -374,6 +402,9 @@ def build_task(cfg: Config, model: nn.Module, codec, meta: KeypointMeta, train_s
     if model.head_type == "coords":
         return build_refiner_task(cfg.refine, cfg.distill.teacher, model, meta, device)
     loss = build_loss(cfg.loss, codec)
+    if model.head_type == "paf":
+        teacher = load_teacher(cfg.distill.teacher, meta.num_joints, device) if cfg.distill.teacher.model else None
+        return BottomUpTask(model, loss, teacher, kd_lambda=cfg.distill.kd_lambda, correct=cfg.distill.label_correction)
     if cfg.distill.teacher.model:
         return build_distillation_task(cfg.distill, model, loss, codec, meta, train_set, cfg.optim.epochs, device)
     return SupervisedTask(model, loss, codec.target_keys, loss_weight=cfg.loss.loss_weight)

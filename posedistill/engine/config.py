@@ -56,17 +56,20 @@ class DataConfig:
     val_cache_mb: float = 64.0                  # MiB of decoded validation images cached per process (0 = off)
     max_train_instances: int = 0                # keep only the first N training instances (0 = all); for quick runs
     max_val_instances: int = 0                  # keep only the first N validation instances (0 = all)
+    bottomup_scale: list[float] = field(default_factory=lambda: [0.5, 1.1])  # bottom-up training: random scale range (seed 004 / CMU-Pose)
 
 
 @dataclass
 class CodecConfig:
-    type: str = "heatmap"                       # heatmap | simcc | coords (networks that output keypoints: the IGP-GCN refiner)
+    type: str = "heatmap"                       # heatmap | simcc | coords (keypoints out: the IGP-GCN refiner) | paf (bottom-up)
     sigma: float = 2.0                          # heatmap Gaussian sigma in heatmap pixels (2 at 64x48)
     dark: bool = False                          # DARK sub-pixel decoding (heatmap only)
     udp: bool = False                           # unbiased data processing (heatmap only)
     simcc_split_ratio: float = 2.0              # SimCC bins per input pixel (k)
     simcc_sigma: float = 6.0                    # SimCC 1-D label sigma in bins
     simcc_label_smoothing: float = 0.0          # SimCC labels: (1 - s) * Gaussian + s / bins (uniform mix), s in [0, 1)
+    paf_sigma: float = 7.0                      # PAF codec: confidence-map Gaussian sigma in input pixels (CMU-Pose 7)
+    paf_limb_width: float = 1.0                 # PAF codec: limb half-width in output pixels (CMU-Pose 1)
 
 
 @dataclass

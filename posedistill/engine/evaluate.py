@@ -16,7 +16,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from posedistill.data.transforms import crop_to_image, normalize_images
+from posedistill.data.transforms import apply_affine, crop_to_image, normalize_images
 from posedistill.engine import build, dist
 from posedistill.engine.checkpoint import read_checkpoint
 from posedistill.engine.config import Config
@@ -88,15 +88,58 @@ def predict(model: nn.Module, loader: DataLoader, codec, meta: KeypointMeta, dev
     return [unique[i] for i in sorted(unique)]
 
 
+def _people_records(batch: dict, i: int, people: np.ndarray, scores: np.ndarray) -> list[dict]:
+    """Prediction dicts of the people found in sample `i` of a bottom-up batch, in image pixels."""
+    inverse = batch["inverse_affine"][i].double().numpy()
+    out = []
+    for j, (kp, score) in enumerate(zip(people, scores)):
+        found = kp[:, 2] > 0
+        xy = np.where(found[:, None], apply_affine(kp[:, :2].astype(np.float64), inverse), 0.0)
+        span = xy[found].max(0) - xy[found].min(0) if found.any() else np.zeros(2)
+        out.append({"index": int(batch["index"][i]), "person": j, "image_id": int(batch["image_id"][i]),
+                    "keypoints": np.concatenate([xy, kp[:, 2:3]], axis=1).astype(np.float32),
+                    "score": float(score), "area": float(span[0] * span[1]), "bbox_score": 1.0})
+    return out
+
+
+@torch.no_grad()
+def predict_bottomup(model: nn.Module, loader: DataLoader, codec, device: torch.device, *, flip_test: bool = False,
+                     amp: torch.dtype | None = None, progress: bool = False) -> list[dict]:
+    """People in image pixels for every image of a bottom-up loader, gathered from all ranks: the last
+    stage's maps (averaged with the flipped-back maps of the mirrored input when `flip_test`), grouped by
+    the codec, mapped back by the sample's inverse affine. Each dict as `predict`'s, with the person
+    score as "score" (scored as it is, no top-down rescoring) and "person" (its rank in the image)."""
+    was_training = model.training
+    model.eval()
+    preds: list[dict] = []
+    for batch in tqdm(loader, desc="eval", disable=not progress, leave=False, dynamic_ncols=True):
+        images = normalize_images(batch["image"].to(device, non_blocking=True))
+        with autocast(device, amp):
+            maps, pafs = to_float(model(images)[-1])
+            if flip_test:
+                f_maps, f_pafs = codec.flip_back(*to_float(model(images.flip(3))[-1]))
+                maps, pafs = 0.5 * (maps + f_maps), 0.5 * (pafs + f_pafs)
+        for i in range(images.shape[0]):
+            people, scores = codec.decode(maps[i], pafs[i])
+            preds += _people_records(batch, i, people, scores)
+    model.train(was_training)
+    unique: dict[tuple[int, int], dict] = {}
+    for rank_preds in dist.all_gather_object(preds):
+        for p in rank_preds:
+            unique.setdefault((p["index"], p["person"]), p)
+    return [unique[k] for k in sorted(unique)]
+
+
 def score_predictions(predictions: list[dict], meta: KeypointMeta, data_format: str, ann_file: str,
                       out_dir: str | Path | None = None, eval_kwargs: dict | None = None,
-                      head_boxes: str = "") -> dict[str, float]:
-    """COCO-style OKS AP/AR (COCO, CrowdPose, custom) or MPII PCKh@0.5 of image-pixel predictions."""
+                      head_boxes: str = "", allow_empty: bool = False) -> dict[str, float]:
+    """COCO-style OKS AP/AR (COCO, CrowdPose, custom) or MPII PCKh@0.5 of image-pixel predictions;
+    `allow_empty`: no predictions score 0 (bottom-up models may find nobody)."""
     if data_format == "mpii":
         return evaluate_pckh(predictions, ann_file, head_boxes=head_boxes or None)
     meta.require_sigmas(f"OKS evaluation against {ann_file}")
     return evaluate_coco(predictions, ann_file, meta=meta, out_dir=str(out_dir) if out_dir else None,
-                         **(eval_kwargs or {}))
+                         allow_empty=allow_empty, **(eval_kwargs or {}))
 
 
 def primary_metric(metrics: dict[str, float]) -> tuple[str, float]:
@@ -112,11 +155,15 @@ def evaluate(model: nn.Module, loader: DataLoader, codec, meta: KeypointMeta, de
              eval_kwargs: dict | None = None, head_boxes: str = "", amp: torch.dtype | None = None,
              channels_last: bool = False, progress: bool = False) -> dict[str, float]:
     """Predict on every rank, score on rank 0, and return the metrics on every rank."""
-    preds = predict(model, loader, codec, meta, device, flip_test=flip_test, amp=amp,
-                    channels_last=channels_last, progress=progress)
+    if model.head_type == "paf":
+        preds = predict_bottomup(model, loader, codec, device, flip_test=flip_test, amp=amp, progress=progress)
+    else:
+        preds = predict(model, loader, codec, meta, device, flip_test=flip_test, amp=amp,
+                        channels_last=channels_last, progress=progress)
     metrics = None
     if dist.is_main_process():
-        metrics = score_predictions(preds, meta, data_format, ann_file, out_dir, eval_kwargs, head_boxes)
+        metrics = score_predictions(preds, meta, data_format, ann_file, out_dir, eval_kwargs, head_boxes,
+                                    allow_empty=model.head_type == "paf")
         metrics = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, np.floating))}
         metrics["instances"] = float(len(preds))  # people predicted, all ranks together
     return dist.broadcast_object(metrics)
@@ -140,7 +187,7 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str, *, flip: bool | None = Non
     meta = build.keypoint_meta(cfg.data)
     model = build.model_from_config(cfg, meta, with_init_weights=False)
     load_model_weights(model, checkpoint, build.model_card(cfg, meta, model))
-    codec = build.build_codec(cfg.codec, tuple(cfg.data.input_size), model.output_stride, model.head_type)
+    codec = build.build_codec(cfg.codec, tuple(cfg.data.input_size), model.output_stride, model.head_type, meta)
     val_set = build.build_dataset(cfg.data, codec, meta, train=False, boxes=boxes)
     loader, _ = build.build_loader(val_set, cfg.eval.batch_size, cfg.train.workers, train=False,
                                    seed=cfg.train.seed, info=info)

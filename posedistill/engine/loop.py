@@ -272,7 +272,7 @@ def setup_run(cfg: Config) -> Run:
     model = build.model_from_config(cfg, meta)
     input_size = tuple(cfg.data.input_size)
     build.check_output_shape(model, input_size)
-    codec = build.build_codec(cfg.codec, input_size, model.output_stride, model.head_type)
+    codec = build.build_codec(cfg.codec, input_size, model.output_stride, model.head_type, meta)
     train_set = build.build_dataset(cfg.data, codec, meta, train=True)
     val_set = build.build_dataset(cfg.data, codec, meta, train=False)
     channels_last = cfg.train.channels_last and device.type == "cuda"

@@ -17,6 +17,7 @@ Predictions are a list of per-instance dicts (what `engine.evaluate.predict` ret
     keypoints   [K, 3] image pixels (x, y, score of the joint)
     area        float, box area in image pixels (OKS-NMS normaliser)
     bbox_score  float, detector score (1 for ground-truth boxes); default 1 when absent
+    score       optional float: the instance's score as it is, no rescoring (bottom-up person scores)
     center, scale  optional, [2] each, copied into the results JSON
 
 pycocotools' progress printing is captured and logged (logger `posedistill.evaluation.coco_eval`,
@@ -153,8 +154,8 @@ def coco_results(predictions: list[dict], sigmas: Sequence[float], category_id: 
     for image_id in sorted(per_image):
         group = per_image[image_id]
         kps = np.stack([np.asarray(p["keypoints"], dtype=np.float64) for p in group])
-        scores = np.array([rescore(kp, float(p.get("bbox_score", 1.0)), keypoint_score_thr)
-                           for kp, p in zip(kps, group)])
+        scores = np.array([float(p["score"]) if "score" in p else
+                           rescore(kp, float(p.get("bbox_score", 1.0)), keypoint_score_thr) for kp, p in zip(kps, group)])
         areas = np.array([float(p["area"]) for p in group])
         keep = nms(kps, scores, areas, oks_nms_thr, sigmas, nms_vis_thr) if len(group) > 1 else [0]
         for i in keep:
@@ -204,13 +205,14 @@ def _person_category(data: dict, path: str) -> tuple[int, int]:
 def evaluate_coco(predictions: list[dict], ann_file: str | os.PathLike, meta: KeypointMeta | None = None,
                   out_dir: str | os.PathLike | None = None, oks_nms_thr: float = 0.9,
                   keypoint_score_thr: float = 0.2, soft_nms: bool = False, crowdpose: bool | None = None,
-                  results_name: str = "keypoint_results.json") -> dict[str, float]:
+                  results_name: str = "keypoint_results.json", allow_empty: bool = False) -> dict[str, float]:
     """OKS AP/AR of image-pixel predictions (format in the module docstring) against a COCO-format
     keypoint file.
 
     meta: joint metadata (sigmas); default from the file's joint count (17 -> COCO, 14 -> CrowdPose).
     crowdpose: use xtcocotools' CrowdPose protocol; default: when meta is CrowdPose or the file's
-    images carry `crowdIndex`. Returns COCO_METRICS or CROWDPOSE_METRICS keys -> float."""
+    images carry `crowdIndex`. allow_empty: no predictions give 0 everywhere (a bottom-up model that
+    finds nobody) instead of an error. Returns COCO_METRICS or CROWDPOSE_METRICS keys -> float."""
     path = str(ann_file)
     data = _load_annotations(path)
     category_id, k = _person_category(data, path)
@@ -225,8 +227,11 @@ def evaluate_coco(predictions: list[dict], ann_file: str | os.PathLike, meta: Ke
                          f"{meta.num_joints} joints")
     if crowdpose is None:
         crowdpose = meta.name == "crowdpose" or any("crowdIndex" in im for im in data["images"])
-    if not predictions:
+    if not predictions and not allow_empty:
         raise ValueError(f"evaluate_coco: no predictions to evaluate against {path}")
+    if not predictions:      # a bottom-up model that finds nobody: every precision and recall is 0
+        log.info("no predictions to evaluate against %s: every metric is 0", path)
+        return {name: 0.0 for name in (CROWDPOSE_METRICS if crowdpose else COCO_METRICS)}
     image_ids = {int(im["id"]) for im in data["images"]}
     _check_predictions(predictions, k, image_ids, f"evaluate_coco({Path(path).name})")
 

@@ -66,7 +66,7 @@ def load_model(checkpoint: str | Path, cfg: Config | None = None) -> LoadedModel
     build.check_card(str(checkpoint), card, build.model_card(cfg, meta, model))
     load_state(model, state, str(checkpoint), strict=True)
     model.eval()
-    codec = build.build_codec(cfg.codec, input_size, model.output_stride, model.head_type)
+    codec = build.build_codec(cfg.codec, input_size, model.output_stride, model.head_type, meta)
     return LoadedModel(model, codec, meta, cfg, input_size, card or {})
 
 
@@ -75,7 +75,7 @@ def load_onnx_card(card: dict, where: str, cfg: Config | None = None) -> LoadedM
     cfg = config_of(card, cfg, where)
     meta, input_size = _parts(cfg, card)
     head = card.get("head_type", cfg.codec.type)
-    codec = build.build_codec(cfg.codec, input_size, int(card.get("output_stride", 4)), head)
+    codec = build.build_codec(cfg.codec, input_size, int(card.get("output_stride", 4)), head, meta)
     return LoadedModel(None, codec, meta, cfg, input_size, card)
 
 
