@@ -3,7 +3,9 @@ no boxes, and learns from a teacher by KD (eq. 5) and label correction (eq. 2-4)
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import cv2
 import pytest
 import torch
 
@@ -13,6 +15,7 @@ from posedistill.data.synthetic import generate_dataset
 from posedistill.engine import build
 from posedistill.engine.config import load_config
 from posedistill.engine.evaluate import evaluate
+from posedistill.inference.pipeline import box_source
 from posedistill.engine.loop import train
 from posedistill.losses.paf import MultiStagePafLoss
 from posedistill.tasks import BottomUpTask
@@ -112,3 +115,19 @@ def test_ground_truth_maps_through_the_evaluation_path_score_ap_1(splits):
     # Not exactly 1: people the dataset leaves out of the targets (< 5 keypoints or < 32 x 32 pixels, the
     # CMU rule) are still in the annotation file, unmatched. A wrong inverse affine would score ~0.
     assert metrics["AP"] > 0.8 and metrics["AR"] > 0.8 and metrics["instances"] > 0
+
+
+def test_predict_and_export_a_bottomup_checkpoint_and_use_it_as_a_box_source(baseline, splits, tmp_path, capsys):
+    """`predict` with a bottom-up model needs no boxes; its people can be the boxes of a top-down model."""
+    ckpt = baseline["last_checkpoint"]
+    image = sorted(Path(splits["val"][1]).glob("*.jpg"))[0]
+    assert cli_main(["predict", str(image), "-c", ckpt, "--out", str(tmp_path / "p"), "--flip"]) == 0
+    assert "no --boxes" not in capsys.readouterr().err
+    assert (tmp_path / "p" / "predictions.json").is_file() and (tmp_path / "p" / "vis" / image.name).is_file()
+    assert cli_main(["predict", str(image), "-c", ckpt, "--boxes", "whole.json"]) == 2
+    assert "finds the people itself" in capsys.readouterr().err
+    assert cli_main(["export", ckpt, "--out", str(tmp_path / "bu.onnx")]) == 0
+    assert cli_main(["predict", str(image), "-c", str(tmp_path / "bu.onnx"), "--out", str(tmp_path / "o")]) == 0
+    boxes = box_source(f"bottomup:{ckpt}", score_thr=0.0)(cv2.imread(str(image)), str(image))
+    assert boxes.shape[1] == 5                                   # (x, y, w, h, score) per person found
+    assert cli_main(["predict", str(image), "-c", ckpt, "--boxes", f"bottomup:{image}"]) == 2

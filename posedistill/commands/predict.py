@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError("a detections file names images, not video frames: use --detector F.onnx or "
                          "--boxes whole for a video")
     pipeline, loaded = pipeline_from_args(args.checkpoint, args)
-    if args.boxes is None and args.detector is None:
+    if args.boxes is None and args.detector is None and loaded.cfg.codec.type != "paf":
         print(f"{PROG}: no --boxes / --detector: each image is one person box (the whole image)", file=sys.stderr)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)

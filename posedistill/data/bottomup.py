@@ -222,6 +222,25 @@ def people_to_input(keypoints: np.ndarray, affine: np.ndarray, input_size: tuple
     return out
 
 
+def fit_affine(width: int, height: int, input_size: tuple[int, int]) -> np.ndarray:
+    """Image -> input affine of evaluation and prediction: the whole image fitted with its aspect kept,
+    top-left, OpenCV's resize convention (x_in = s x + (s - 1) / 2)."""
+    w_in, h_in = input_size
+    s = min(w_in / width, h_in / height)
+    sx, sy = max(round(width * s), 1) / width, max(round(height * s), 1) / height
+    return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5]])
+
+
+def fit_image(img: np.ndarray, affine: np.ndarray, input_size: tuple[int, int], border_value: int = 128) -> np.ndarray:
+    """The image resized by `fit_affine`'s `affine` (area interpolation when shrinking) into the top-left of
+    an `input_size` canvas of `border_value`."""
+    new_w, new_h = round(affine[0, 0] * img.shape[1]), round(affine[1, 1] * img.shape[0])
+    interp = cv2.INTER_AREA if new_w < img.shape[1] else cv2.INTER_LINEAR
+    crop = np.full((input_size[1], input_size[0], img.shape[2]), border_value, np.uint8)
+    crop[:new_h, :new_w] = cv2.resize(img, (new_w, new_h), interpolation=interp).reshape(new_h, new_w, -1)
+    return crop
+
+
 def _scalar(value, dtype) -> torch.Tensor:
     return torch.from_numpy(np.array(value, dtype=dtype))
 
@@ -311,11 +330,8 @@ class BottomUpDataset(Dataset):
         return affine, flipped
 
     def eval_affine(self, width: int, height: int) -> np.ndarray:
-        """Image -> input affine of evaluation: fit with the aspect kept, top-left, OpenCV resize convention."""
-        w_in, h_in = self.input_size
-        s = min(w_in / width, h_in / height)
-        sx, sy = max(round(width * s), 1) / width, max(round(height * s), 1) / height
-        return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5]])
+        """Image -> input affine of evaluation (`fit_affine`)."""
+        return fit_affine(width, height, self.input_size)
 
     # ---------------------------------------------------------------- pixels
 
@@ -330,10 +346,8 @@ class BottomUpDataset(Dataset):
                 ignore.astype(np.uint8), affine, size, flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
                 borderValue=0) > 0
             return crop, mask
+        crop = fit_image(img, affine, size, self.border_value)
         new_w, new_h = round(affine[0, 0] * img.shape[1]), round(affine[1, 1] * img.shape[0])
-        interp = cv2.INTER_AREA if new_w < img.shape[1] else cv2.INTER_LINEAR
-        crop = np.full((size[1], size[0], img.shape[2]), self.border_value, np.uint8)
-        crop[:new_h, :new_w] = cv2.resize(img, (new_w, new_h), interpolation=interp).reshape(new_h, new_w, -1)
         mask = None
         if ignore is not None:
             mask = np.zeros((size[1], size[0]), bool)

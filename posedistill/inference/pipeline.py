@@ -16,7 +16,9 @@ from posedistill.errors import InputError
 from posedistill.engine.config import Config
 from posedistill.inference.backends import OnnxBackend, TorchBackend
 from posedistill.inference.boxes import OnnxDetector, read_detections, whole_image_box
-from posedistill.inference.predictor import LoadedModel, Predictor, load_model, load_onnx_card
+from posedistill.codecs.paf import PafCodec
+from posedistill.inference.predictor import (BottomUpPredictor, LoadedModel, Predictor, load_model,
+                                             load_onnx_card)
 
 BoxFn = Callable[[np.ndarray, str], np.ndarray]   # (image BGR, its path or "") -> [N, 5] (x, y, w, h, score)
 BACKENDS = ("auto", "torch", "onnxruntime")
@@ -52,7 +54,8 @@ def open_model(path: str, cfg: Config | None = None, *, backend: str = "auto", d
 def box_source(boxes: str | None, detector: str | None = None, *, score_thr: float = 0.3,
                detector_input: tuple[int, int] | None = None, detector_preset: str = "yolox") -> BoxFn:
     """Where person boxes come from: `detector` (an ONNX person detector file), `boxes` = "whole" (the
-    whole image as one box, the default), a COCO detections JSON, or "bottomup:CKPT" (not built yet)."""
+    whole image as one box, the default), a COCO detections JSON, or "bottomup:CKPT" (the people a
+    bottom-up model finds, as boxes)."""
     if detector and boxes not in (None, "whole"):
         raise InputError("give either --boxes or --detector, not both")
     if detector:
@@ -64,10 +67,24 @@ def box_source(boxes: str | None, detector: str | None = None, *, score_thr: flo
     if boxes in (None, "whole"):
         return lambda image, path: whole_image_box(image.shape[1], image.shape[0])
     if boxes.startswith("bottomup:"):
-        raise InputError("--boxes bottomup:CKPT needs the bottom-up models, which are not built yet "
-                         "(issue: bottom-up pose with Part Affinity Fields)")
+        return bottomup_boxes(boxes[len("bottomup:"):], score_thr)
     dets = read_detections(boxes, score_thr=score_thr)
     return lambda image, path: dets.boxes_for(path)
+
+
+def bottomup_boxes(path: str, score_thr: float) -> BoxFn:
+    """Person boxes from a bottom-up model file (checkpoint or .onnx): the extent of each person's
+    found joints, scored by the person score (people below `score_thr` dropped)."""
+    loaded, runner = open_model(path)
+    if loaded.codec.target_keys != PafCodec.target_keys:
+        raise InputError(f"--boxes bottomup:{path}: that model is not bottom-up (head "
+                         f"{loaded.card.get('head_type', loaded.cfg.codec.type)!r}); it needs boxes itself")
+    finder = BottomUpPredictor(runner, loaded.codec, loaded.meta, loaded.input_size)
+
+    def boxes(image: np.ndarray, image_path: str) -> np.ndarray:
+        people = [p for p in finder(image) if p["score"] >= score_thr]
+        return np.array([[*p["box"], p["score"]] for p in people], np.float32).reshape(-1, 5)
+    return boxes
 
 
 class PosePipeline:
@@ -93,6 +110,12 @@ def build_pipeline(model_path: str, cfg: Config | None = None, *, boxes: str | N
                    threads: int = 0) -> tuple[PosePipeline, LoadedModel]:
     """The pipeline `predict` and `serve` run, from their command-line options."""
     loaded, runner = open_model(model_path, cfg, backend=backend, device=device, threads=threads)
+    if isinstance(loaded.codec, PafCodec):
+        if boxes not in (None, "whole") or detector:
+            raise InputError(f"{model_path} is a bottom-up model: it finds the people itself, so it takes no "
+                             f"--boxes / --detector")
+        finder = BottomUpPredictor(runner, loaded.codec, loaded.meta, loaded.input_size, flip_test=flip_test)
+        return PosePipeline(finder, lambda image, path: None), loaded
     predictor = Predictor(runner, loaded.codec, loaded.meta, loaded.input_size, flip_test=flip_test,
                           batch_size=batch_size, keypoint_score_thr=loaded.cfg.eval.keypoint_score_thr)
     return PosePipeline(predictor, box_source(boxes, detector, score_thr=score_thr,

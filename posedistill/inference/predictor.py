@@ -17,7 +17,8 @@ import numpy as np
 import torch.nn as nn
 
 from posedistill.errors import InputError
-from posedistill.data.transforms import (box_to_center_scale, crop_to_image, get_affine, invert_affine,
+from posedistill.data.bottomup import fit_affine, fit_image
+from posedistill.data.transforms import (apply_affine, box_to_center_scale, crop_to_image, get_affine, invert_affine,
                                          normalize_image, warp_crop)
 from posedistill.engine import build
 from posedistill.engine.checkpoint import read_checkpoint
@@ -155,6 +156,48 @@ class Predictor:
                 "score": rescore(kps, box[4], self.keypoint_score_thr)}
 
 
+class BottomUpPredictor:
+    """People in whole images from a bottom-up (PAF) network: no boxes. Each image is fitted into the
+    input as evaluation does (`data.bottomup.fit_affine`), the last stage's maps (flip-averaged when
+    `flip_test`) are grouped by the codec, and the people mapped back to image pixels. Same person dicts
+    as `Predictor`; "box" is the extent of the found joints and "score" the grouping's person score."""
+
+    def __init__(self, backend, codec, meta: KeypointMeta, input_size: tuple[int, int], *, flip_test: bool = False):
+        self.backend, self.codec, self.meta = backend, codec, meta
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.flip_test = flip_test
+
+    def __call__(self, image_bgr: np.ndarray, boxes=None, *, keep_outputs: bool = False) -> list[dict]:
+        return self.predict_many([image_bgr], keep_outputs=keep_outputs)[0]
+
+    def _maps(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        maps, pafs = self.backend(image[None])
+        if self.flip_test:
+            f_maps, f_pafs = self.codec.flip_back(*self.backend(np.ascontiguousarray(image[None, ..., ::-1])))
+            maps, pafs = 0.5 * (maps + f_maps), 0.5 * (pafs + f_pafs)
+        return maps[0], pafs[0]
+
+    def predict_many(self, images_bgr: list[np.ndarray], boxes=None, *, keep_outputs: bool = False) -> list[list[dict]]:
+        """One list of people per image (`boxes` and `keep_outputs` are accepted and unused)."""
+        out = []
+        for image in images_bgr:
+            affine = fit_affine(image.shape[1], image.shape[0], self.input_size)
+            x = normalize_image(fit_image(image, affine, self.input_size), bgr=True)
+            people, scores = self.codec.decode(*self._maps(x))
+            inverse = invert_affine(affine)
+            out.append([self._person(kp, float(sc), inverse) for kp, sc in zip(people, scores)])
+        return out
+
+    @staticmethod
+    def _person(kp: np.ndarray, score: float, inverse: np.ndarray) -> dict:
+        found = kp[:, 2] > 0
+        xy = np.where(found[:, None], apply_affine(kp[:, :2].astype(np.float64), inverse), 0.0)
+        lo, hi = xy[found].min(0), xy[found].max(0)
+        kps = np.concatenate([xy, kp[:, 2:3]], axis=1).astype(np.float32)
+        return {"keypoints": kps, "box": np.array([lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]], np.float32),
+                "box_score": score, "score": score}
+
+
 def confidence_map(codec, out, i: int) -> np.ndarray:
     """One crop's joints' confidence, max over joints, at input resolution [H, W] in 0..1: the
     heatmaps themselves, or for SimCC the outer product of the x and y softmax distributions."""
@@ -188,7 +231,7 @@ def draw_prediction(image_bgr: np.ndarray, people: list[dict], meta: KeypointMet
     if show_heatmaps and people:
         h, w = out.shape[:2]
         conf = np.zeros((h, w), dtype=np.float32)
-        for p in people:
+        for p in (p for p in people if "heatmap" in p):      # bottom-up people carry no crop map
             conf = np.maximum(conf, crop_map_to_image(p["heatmap"], p["affine"], (w, h)))
         colour = cv2.applyColorMap((conf * 255).astype(np.uint8), cv2.COLORMAP_JET)
         out = np.where(conf[..., None] > 0.05, cv2.addWeighted(out, 0.4, colour, 0.6, 0), out)
