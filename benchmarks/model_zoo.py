@@ -3,6 +3,7 @@ next to the figures the papers print.
 
     .venv/bin/python benchmarks/model_zoo.py                 # all models, batch 1, 3 timed passes
     .venv/bin/python benchmarks/model_zoo.py --models simplebaseline_r50 hrnet_w32 --iters 5
+    .venv/bin/python benchmarks/model_zoo.py --models cmu_pose small_paf_net --input 368x368
 
 GMACs come from torch.utils.flop_counter (MACs = FLOPs / 2, 1e9); see posedistill/tools/profile.py.
 The papers' "GFLOPs" for SimpleBaseline / HRNet come from the official code's summary tool
@@ -38,6 +39,8 @@ PAPER_FIGURES: dict[str, tuple[float | None, float | None, str]] = {
     "elpn_v2": (4.7, 2.0, "seed 001 Tab. 1 (FLOPs, tool not named)"),
     "fr_sbn_r34": (33.0, 21.3, "seed 003 Tab. 2"),
     "simcc_hrnet_w32": (31.0, 8.1, "seed 002 Tab. I 'Ours' (its SimCC row: 28.5M / 7.8, params copied from HRNet)"),
+    "cmu_pose": (52.3, None, "seed 004 Sec. 4.3 (at 368x368)"),
+    "small_paf_net": (5.2, None, "seed 004 Sec. 4.3 (at 368x368)"),
 }
 # Students of seed 000 (IKD), whose decoder is not specified; listed for reference, not as the same model.
 OTHER_FIGURES = [
@@ -53,13 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=3, help="timed forward passes per model (median)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--no-time", action="store_true", help="skip the images/s column")
+    parser.add_argument("--input", default="192x256", metavar="WxH",
+                        help="input width x height (default 192x256; the bottom-up models: 368x368)")
     args = parser.parse_args(argv)
-    input_size = (192, 256)  # (width, height): the 256x192 setup
+    input_size = tuple(int(v) for v in args.input.lower().split("x"))  # (width, height)
     names = args.models or list_models()
     unknown = sorted(set(names) - set(list_models()))
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; registered: {', '.join(list_models())}")
-    print(f"Input 256x192, CPU threads {torch.get_num_threads()}, images/s at batch 1 "
+    print(f"Input {input_size[1]}x{input_size[0]} (HxW), CPU threads {torch.get_num_threads()}, images/s at batch 1 "
           f"(median of {args.iters}).\n")
     print("| model | params (M) | GMACs | official-tool GFLOPs | CPU img/s (b1) | paper params (M) "
           "| paper GFLOPs | paper source |")

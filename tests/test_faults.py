@@ -283,7 +283,12 @@ def test_sigterm_cli_exits_143_and_resumes(synth, tmp_path):
     # the error line (a dying DataLoader worker may still print after it on a loaded machine)
     assert any(re.match(r"posedistill train: error: SIGTERM: training stopped at epoch [2-6] after ", ln)
                for ln in err.splitlines()), err[-3000:]
-    assert f"saved {last}; continue with --resume {last}" in err and "Traceback" not in err
+    assert f"saved {last}; continue with --resume {last}" in err
+    # No traceback from our code. A DataLoader worker that the group-wide SIGTERM kills while handing a
+    # batch over may leave one from Python's multiprocessing internals (seen once under heavy load:
+    # multiprocessing/reduction.py recvfds); that is the worker's death, not the stop we test.
+    ours = re.compile(r'File "[^"]*/posedistill/(?:[a-z_]+/)*[a-z_]+\.py"')   # a frame of the package itself
+    assert not [t for t in err.split("Traceback (most recent call last):")[1:] if ours.search(t)], err[-3000:]
     state = read_checkpoint(last)
     assert 1 <= state["epoch"] < 6 and 0 <= state["epoch_iter"] < 4
     resumed = subprocess.run(_cli_train(synth, tmp_path / "run", *args, "--resume", str(last)), env=ENV,

@@ -131,3 +131,15 @@ def test_predict_and_export_a_bottomup_checkpoint_and_use_it_as_a_box_source(bas
     boxes = box_source(f"bottomup:{ckpt}", score_thr=0.0)(cv2.imread(str(image)), str(image))
     assert boxes.shape[1] == 5                                   # (x, y, w, h, score) per person found
     assert cli_main(["predict", str(image), "-c", ckpt, "--boxes", f"bottomup:{image}"]) == 2
+
+
+def test_distill_rounds_make_each_student_the_next_teacher(baseline, splits, tmp_path):
+    """`--rounds 2` (seed 004's LC x 2): round 2 learns from round 1's student."""
+    args = ["distill", "configs/lc_small_paf_net_coco_368.yaml", *_quick(splits, tmp_path),
+            "distill.teacher.model=cmu_pose_tiny", f"distill.teacher.checkpoint={baseline['last_checkpoint']}",
+            "train.eval_interval=0", "--rounds", "2"]
+    assert cli_main(args) == 0
+    second = load_config(str(tmp_path / "round_2" / "config.yaml"))
+    assert second.distill.teacher.model == "cmu_pose_tiny" and second.distill.label_correction == "both"
+    assert second.distill.teacher.checkpoint == str(tmp_path / "round_1" / "last.pth")
+    assert (tmp_path / "round_2" / "last.pth").is_file()
