@@ -260,3 +260,22 @@ def test_simcc_student_seed002_terms():
     with pytest.raises(ValueError, match="head"):
         build_terms(DistillConfig(terms={"logit": 1.0}),
                     TermContext(student, FrozenTeacher(TinyPose(4)), meta, (8, 8), torch.device("cpu")))
+
+
+def test_top_down_label_correction_learns_missing_joints_from_the_teacher():
+    """seed 004 eq. 2 on top-down targets: max(GT, teacher) heatmaps, every joint counted."""
+    torch.manual_seed(0)
+    student, teacher = TinyPose(4), FrozenTeacher(TinyPose(6), amp="none")
+    task = DistillationTask(student, teacher, MSE(), ("heatmaps",), terms={}, weights={}, label_correction=True)
+    batch = _batch()
+    batch["heatmaps"][:, 1] = 0.0
+    batch["target_weight"][:, 1] = 0.0                          # joint 1 unlabelled in every sample
+    out = task(batch)
+    with torch.no_grad():
+        t = teacher(batch["image"])
+        target = torch.maximum(batch["heatmaps"], t)
+        expected = MSE()(student(batch["image"]), target, torch.ones(2, K))
+    assert float(out["supervised"]) == pytest.approx(float(expected), rel=1e-6)
+    with pytest.raises(ValueError, match="max of heatmaps"):
+        DistillationTask(TinySimCC(4), teacher, SimCCKL(), ("simcc_x", "simcc_y"), terms={}, weights={},
+                         label_correction=True)

@@ -375,10 +375,16 @@ def build_distillation_task(cfg: DistillConfig, student: nn.Module, loss: nn.Mod
     teacher = load_teacher(cfg.teacher, meta.num_joints, device, input_size=input_size, split_ratio=split_ratio)
     terms = build_terms(cfg, TermContext(student, teacher, meta, input_size, torch.device(device)))
     cache = open_teacher_cache(teacher, cfg, train_set, device) if cfg.cache else None
+    if cfg.label_correction == "pafs" or (cfg.label_correction != "none" and student.head_type != "heatmap"):
+        raise InputError(f"distill.label_correction={cfg.label_correction}: a top-down {student.head_type} student "
+                         f"can only have its heatmaps corrected (both / confidence_maps, heatmap students)")
+    if cfg.kd_lambda > 0:
+        raise InputError("distill.kd_lambda is the bottom-up (PAF) KD of seed 004; top-down students use the "
+                         "logit term (distill.terms.logit)")
     return DistillationTask(student, teacher if cache is None else None, loss, codec.target_keys, terms=terms,
                             weights={k: float(v) for k, v in cfg.terms.items()}, gt_weight=auto_gt_weight(cfg),
                             decay=cfg.decay, epochs=epochs, cache=cache, feature_key=cfg.feature,
-                            split_ratio=split_ratio)
+                            split_ratio=split_ratio, label_correction=cfg.label_correction != "none")
 
 
 def build_refiner_task(cfg: RefineConfig, teacher: TeacherConfig, model: nn.Module, meta: KeypointMeta,

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from posedistill.distill.label_correction import correct_heatmaps
 from posedistill.distill.terms import TERMS, cache_feature_message
 from posedistill.losses.distill import linear_decay, simcc_argmax_pose, simcc_soft_argmax
 from posedistill.tasks.base import OptimGroup, Task
@@ -46,13 +47,19 @@ class DistillationTask(Task):
     target_keys: the student codec's loss and target names; terms: name -> loss module (names of
     distill.terms.TERMS); weights: name -> weight; gt_weight: weight of L_gt; decay: term names that
     follow gamma(t); epochs: T of gamma(t); cache: a TeacherOutputCache replacing the teacher's outputs;
-    feature_key: feature map the feature terms compare; split_ratio: SimCC bins per pixel (pose term)."""
+    feature_key: feature map the feature terms compare; split_ratio: SimCC bins per pixel (pose term);
+    label_correction: heatmap students only, seed 004 eq. 2 on top-down targets: every joint's heatmap
+    target becomes max(ground truth, teacher) and counts in the loss (weight 1), so a joint the
+    annotation left out is learned from the teacher instead of being ignored."""
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, supervised_loss: nn.Module,
                  target_keys: Sequence[str], *, terms: dict[str, nn.Module], weights: dict[str, float],
                  gt_weight: float = 1.0, decay: Sequence[str] = (), epochs: int = 1, cache=None,
-                 feature_key: str = "backbone", split_ratio: float | None = None):
+                 feature_key: str = "backbone", split_ratio: float | None = None, label_correction: bool = False):
         super().__init__()
+        if label_correction and (student.head_type != "heatmap" or tuple(target_keys) != ("heatmaps",)):
+            raise ValueError(f"label correction of top-down targets takes the max of heatmaps; the student's head "
+                             f"is {student.head_type!r}")
         if set(weights) != set(terms) or any(t not in TERMS for t in terms):
             raise ValueError(f"DistillationTask: terms {sorted(terms)} and weights {sorted(weights)} must name the "
                              f"same entries of {list(TERMS)}")
@@ -76,7 +83,8 @@ class DistillationTask(Task):
         self.feature_key = feature_key
         self.split_ratio = split_ratio
         self.needs_features = "features" in needs
-        self.needs_outputs = "outputs" in needs
+        self.needs_outputs = "outputs" in needs or label_correction
+        self.label_correction = bool(label_correction)
         self.gamma = 1.0
         if self.teacher is not None:
             self.teacher.eval()
@@ -151,11 +159,15 @@ class DistillationTask(Task):
             s_out, s_feats = student(image, return_features=True)
         else:
             s_out, s_feats = student(image), None
-        gt = supervised_loss(self.supervised_loss, self.target_keys, s_out, batch)
         t_out, t_feats = self._teacher_outputs(batch)
         if self.student.head_type == "heatmap" and self.needs_outputs:
+            t_out = match_heatmaps(t_out.float(), s_out.float())
+        if self.label_correction:
+            batch = dict(batch, heatmaps=correct_heatmaps(batch["heatmaps"], t_out),
+                         target_weight=torch.ones_like(batch["target_weight"]))
+        gt = supervised_loss(self.supervised_loss, self.target_keys, s_out, batch)
+        if self.student.head_type == "heatmap" and self.needs_outputs:
             s_out = s_out.float()
-            t_out = match_heatmaps(t_out.float(), s_out)
         total = self.gt_weight * gt
         parts: dict[str, torch.Tensor] = {"supervised": gt.detach()}
         for name, module in self.terms.items():
