@@ -32,13 +32,7 @@ def _convs(model: nn.Module) -> list[nn.Conv2d]:
     return [m for m in model.modules() if isinstance(m, nn.Conv2d)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # shared 2-core machine: one OpenMP thread avoids two threads spin-waiting on each other
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # conftest.py: why
 
 
 @pytest.fixture(scope="module")

@@ -21,14 +21,7 @@ OFFICIAL_KEYS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny inputs: on the shared 2-core machine two OpenMP threads spin-wait each other when other
-    # jobs hold the cores (measured 28 s vs 0.3 s for one W32 forward/backward). Restored afterwards.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # conftest.py: why
 
 
 @pytest.fixture(scope="module")

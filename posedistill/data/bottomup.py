@@ -81,7 +81,7 @@ from torch.utils.data import Dataset
 
 from posedistill.data import transforms as T
 from posedistill.data.coco import CocoKeypoints
-from posedistill.data.topdown import ImageReadError, decode_image
+from posedistill.data.topdown import SkipsUnreadable, decode_image
 from posedistill.keypoints import KeypointMeta
 
 MIN_KEYPOINTS = 5          # CMU genJSON.m / DeNA entity.py (module docstring)
@@ -245,7 +245,7 @@ def _scalar(value, dtype) -> torch.Tensor:
     return torch.from_numpy(np.array(value, dtype=dtype))
 
 
-class BottomUpDataset(Dataset):
+class BottomUpDataset(SkipsUnreadable, Dataset):
     """Whole images with all people's codec targets and an ignore mask (module docstring).
 
     ann_file / image_dir: a COCO-format keypoint file and its images; codec: has
@@ -289,9 +289,7 @@ class BottomUpDataset(Dataset):
             raise ValueError(f"{ann_file}: no image has at least {self.min_people} person(s) with >= "
                              f"{min_keypoints} labelled keypoints and area >= {min_area:g}")
         self._flip_index = meta.flip_index
-        self.skipped = 0
-        self.bad_indices: set[int] = set()
-        self._warned: set[str] = set()
+        self._init_skips()
 
     def __len__(self) -> int:
         return len(self.images)
@@ -396,28 +394,11 @@ class BottomUpDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         n = len(self.images)
-        if not -n <= index < n:
-            raise IndexError(f"index {index} out of range for {n} images")
-        index %= n
-        rng = self._rng(index)
-        for step in range(n):
-            i = (index + step) % n
-            if i in self.bad_indices:
-                continue
-            try:
-                sample = self._make(i, rng)
-                sample["skipped_from"] = _scalar(index if i != index else -1, np.int64)
-                return sample
-            except ImageReadError as e:
-                self._mark_bad(i, e)
-        raise RuntimeError(f"no readable image among the {n} images of this dataset "
-                           f"(first: {self.images[0].image_path})")
+        return self._first_readable(index, self._rng(index % n) if -n <= index < n else None, "images")
 
-    def _mark_bad(self, i: int, err: Exception) -> None:
-        rec = self.images[i]
-        self.bad_indices.add(i)
-        self.skipped += 1
-        if rec.image_path not in self._warned:
-            self._warned.add(rec.image_path)
-            warnings.warn(f"skipping image id {rec.image_id} (index {i}): {err}; a readable image is used instead",
-                          stacklevel=3)
+    @property
+    def _items(self) -> list:
+        return self.images
+
+    def _label(self, i: int) -> str:
+        return f"image id {self.images[i].image_id} (index {i})"

@@ -169,7 +169,46 @@ def _scalar(value, dtype) -> torch.Tensor:
     return torch.from_numpy(np.array(value, dtype=dtype))
 
 
-class TopDownDataset(Dataset):
+class SkipsUnreadable:
+    """What the datasets share about unreadable images: `_first_readable` returns `_make(i, rng)` for the
+    first item from `index` on (cyclically) whose image can be read; an unreadable one is remembered in
+    `bad_indices`, counted in `skipped` and warned about once per file. The dataset provides `_make`,
+    `_items` (records with `image_path`) and `_label(i)` (how a warning names item i)."""
+
+    def _init_skips(self) -> None:
+        self.skipped = 0
+        self.bad_indices: set[int] = set()
+        self._warned: set[str] = set()
+
+    def _first_readable(self, index: int, rng, what: str) -> dict:
+        items = self._items
+        n = len(items)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {n} {what}")
+        index %= n
+        for step in range(n):
+            i = (index + step) % n
+            if i in self.bad_indices:
+                continue
+            try:
+                sample = self._make(i, rng)
+                # which requested item was replaced (-1: none), for the run's count of skipped samples
+                sample["skipped_from"] = _scalar(index if i != index else -1, np.int64)
+                return sample
+            except ImageReadError as e:
+                self._mark_bad(i, e)
+        raise RuntimeError(f"no readable image among the {n} {what} of this dataset (first: {items[0].image_path})")
+
+    def _mark_bad(self, i: int, err: Exception) -> None:
+        self.bad_indices.add(i)
+        self.skipped += 1
+        path = self._items[i].image_path
+        if path not in self._warned:
+            self._warned.add(path)
+            warnings.warn(f"skipping {self._label(i)}: {err}; a readable one is used instead", stacklevel=4)
+
+
+class TopDownDataset(SkipsUnreadable, Dataset):
     """Person crops with codec targets.
 
     instances: PersonInstance list (`data.coco` / `data.mpii`).
@@ -222,9 +261,7 @@ class TopDownDataset(Dataset):
         self._cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
         self._cache_used = 0
         self.cache_hits = 0
-        self.skipped = 0
-        self.bad_indices: set[int] = set()
-        self._warned: set[str] = set()
+        self._init_skips()
         self._flip_index = meta.flip_index
         self._joint_weights = np.asarray(meta.joint_weights, dtype=np.float32)
         for i, inst in enumerate(self.instances):
@@ -368,33 +405,14 @@ class TopDownDataset(Dataset):
         return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
 
     def __getitem__(self, index: int) -> dict:
-        n = len(self.instances)
-        if not -n <= index < n:
-            raise IndexError(f"index {index} out of range for {n} instances")
-        index %= n
-        rng = self._rng()
-        for step in range(n):
-            i = (index + step) % n
-            if i in self.bad_indices:
-                continue
-            try:
-                sample = self._make(i, rng)
-                # which requested instance was replaced (-1: none), for the run's count of skipped samples
-                sample["skipped_from"] = _scalar(index if i != index else -1, np.int64)
-                return sample
-            except ImageReadError as e:
-                self._mark_bad(i, e)
-        raise RuntimeError(f"no readable image among the {n} instances of this dataset "
-                           f"(first: {self.instances[0].image_path})")
+        return self._first_readable(index, self._rng(), "instances")
 
-    def _mark_bad(self, i: int, err: Exception) -> None:
-        inst = self.instances[i]
-        self.bad_indices.add(i)
-        self.skipped += 1
-        if inst.image_path not in self._warned:
-            self._warned.add(inst.image_path)
-            warnings.warn(f"skipping annotation id {inst.ann_id} (instance {i}): {err}; "
-                          f"a readable instance is used instead", stacklevel=3)
+    @property
+    def _items(self) -> list:
+        return self.instances
+
+    def _label(self, i: int) -> str:
+        return f"annotation id {self.instances[i].ann_id} (instance {i})"
 
 
 class SkippedSamples:
