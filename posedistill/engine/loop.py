@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -152,40 +153,43 @@ def train_one_epoch(task: Task, loader: DataLoader, optim: Optimization, device:
                disable=not progress, dynamic_ncols=True, leave=False)
     start = time.perf_counter()
     batches = None
-    for i in range(resume_at, total):
-        signum = should_stop() if should_stop is not None else 0
-        if signum:
-            raise StopTraining("stop requested", signum, i, total, iteration, sums)
-        if batches is None:
-            batches = _open_batches(loader, resume_at)
-        batch = _next_batch(batches, i, total, iteration, sums)
-        if batch is None:
-            break
-        if skips is not None and "skipped_from" in batch:
-            skips.add(batch["skipped_from"])
-        batch = to_device(batch, device, channels_last)
-        with autocast(device, amp):
-            out = task(batch)
-        loss = out["loss"]
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"epoch {epoch + 1} iteration {iteration}: loss is {loss.item()}; "
-                                     f"parts: { {k: float(v.detach()) for k, v in out.items()} }",
-                                     hint="lower optim.lr or set optim.grad_clip; --resume from last.pth "
-                                          "continues from the last completed epoch")
-        optim.step(loss)
-        task.after_step()
-        iteration += 1
-        count += 1
-        for k, v in out.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach())
-        bar.update(1)
-        bar.set_postfix(loss=f"{float(loss.detach()):.5f}", lr=f"{optim.lr:.2e}")
-        if writer is not None and (iteration % log_interval == 0 or i == 0):
-            _log_iteration(writer, out, optim.lr, iteration)
-        if not progress and log_interval > 0 and (i + 1) % log_interval == 0 and dist.is_main_process():
-            rate = (i + 1 - resume_at) / (time.perf_counter() - start)
-            print(f"  epoch {epoch + 1} [{i + 1}/{total}] loss {float(loss.detach()):.6f} "
-                  f"{rate:.2f} it/s eta {fmt_time((total - i - 1) / rate)}", flush=True)
+    try:
+        for i in range(resume_at, total):
+            signum = should_stop() if should_stop is not None else 0
+            if signum:
+                raise StopTraining("stop requested", signum, i, total, iteration, sums)
+            if batches is None:
+                batches = _open_batches(loader, resume_at)
+            batch = _next_batch(batches, i, total, iteration, sums)
+            if batch is None:
+                break
+            if skips is not None and "skipped_from" in batch:
+                skips.add(batch["skipped_from"])
+            batch = to_device(batch, device, channels_last)
+            with autocast(device, amp):
+                out = task(batch)
+            loss = out["loss"]
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(f"epoch {epoch + 1} iteration {iteration}: loss is {loss.item()}; "
+                                         f"parts: { {k: float(v.detach()) for k, v in out.items()} }",
+                                         hint="lower optim.lr or set optim.grad_clip; --resume from last.pth "
+                                              "continues from the last completed epoch")
+            optim.step(loss)
+            task.after_step()
+            iteration += 1
+            count += 1
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss.detach()):.5f}", lr=f"{optim.lr:.2e}")
+            if writer is not None and (iteration % log_interval == 0 or i == 0):
+                _log_iteration(writer, out, optim.lr, iteration)
+            if not progress and log_interval > 0 and (i + 1) % log_interval == 0 and dist.is_main_process():
+                rate = (i + 1 - resume_at) / (time.perf_counter() - start)
+                print(f"  epoch {epoch + 1} [{i + 1}/{total}] loss {float(loss.detach()):.6f} "
+                      f"{rate:.2f} it/s eta {fmt_time((total - i - 1) / rate)}", flush=True)
+    finally:
+        close_batches(batches)
     bar.close()
     if count == 0:
         raise RuntimeError("the training loader produced no batches (empty dataset or batch_size too large "
@@ -193,6 +197,17 @@ def train_one_epoch(task: Task, loader: DataLoader, optim: Optimization, device:
     means = {k: v / count for k, v in sums.items()}
     means["it_per_s"] = (count - resume_at) / max(time.perf_counter() - start, 1e-9)
     return means, iteration
+
+
+def close_batches(batches) -> None:
+    """Shut a DataLoader iterator's workers down now. Left to the interpreter's exit (a stopped run's
+    traceback keeps the iterator alive), workers killed by the same SIGTERM as the run make its shutdown
+    fail with ConnectionResetError during finalisation, and the process exits 1 instead of 143."""
+    if isinstance(batches, _MultiProcessingDataLoaderIter):
+        try:
+            batches._shutdown_workers()
+        except (OSError, EOFError):      # the workers are already gone: nothing left to shut down
+            pass
 
 
 def _open_batches(loader: DataLoader, skip: int):
