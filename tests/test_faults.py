@@ -27,7 +27,7 @@ from posedistill.engine import loop as loop_module
 from posedistill.engine.checkpoint import read_checkpoint, save_checkpoint
 from posedistill.engine.config import load_config
 from posedistill.engine.loop import train
-from posedistill.engine.stopping import StopSignals
+from posedistill.engine.stopping import StopSignals, StopTraining, is_worker_failure
 from posedistill.errors import DiskFullError, Interrupted, TrainingStopped
 
 from helpers import tiny_run
@@ -361,3 +361,18 @@ def test_ddp_rank_killed_then_resume(synth, tmp_path):
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert reference.wait(timeout=150) == 0, reference.stderr.read()[-3000:]
     assert_same_run(tmp_path / "ref" / "last.pth", last)
+
+
+def test_a_worker_dying_while_handing_a_batch_over_stops_at_the_boundary():
+    """SIGTERM to the process group can kill a worker mid-transfer: the main process then gets EOFError /
+    ConnectionResetError from multiprocessing, not the DataLoader's RuntimeError; both end the epoch at the
+    iteration boundary (StopTraining), where last.pth can be saved."""
+    def dying():
+        raise EOFError
+        yield  # a generator that fails on its first next()
+
+    with pytest.raises(StopTraining) as info:
+        loop_module._next_batch(dying(), 3, 8, 11, {"loss": 1.0})
+    assert info.value.done == 3 and info.value.signum == 0 and info.value.reason == "EOFError"
+    assert is_worker_failure(ConnectionResetError(104, "Connection reset by peer"))
+    assert not is_worker_failure(ValueError("x")) and not is_worker_failure(RuntimeError("other"))

@@ -38,7 +38,7 @@ from posedistill.engine.checkpoint import read_checkpoint, rng_state, save_check
 from posedistill.engine.config import Config, save_config
 from posedistill.engine.evaluate import autocast, evaluate, primary_metric, use_progress
 from posedistill.engine.runlog import RunLog, epoch_message, fmt_time
-from posedistill.engine.stopping import StopSignals, StopTraining, is_worker_failure
+from posedistill.engine.stopping import HANDOVER_ERRORS, StopSignals, StopTraining, is_worker_failure
 from posedistill.errors import CheckpointError, Interrupted, NonFiniteLossError, TrainingStopped
 from posedistill.keypoints import KeypointMeta
 from posedistill.tasks import OptimGroup, Task
@@ -230,9 +230,9 @@ def _next_batch(batches, done: int, total: int, iteration: int, sums: dict[str, 
         return next(batches)
     except StopIteration:
         return None
-    except RuntimeError as e:
+    except (RuntimeError, *HANDOVER_ERRORS) as e:
         if is_worker_failure(e):
-            raise StopTraining(str(e), 0, done, total, iteration, sums) from e
+            raise StopTraining(str(e) or type(e).__name__, 0, done, total, iteration, sums) from e
         raise
 
 

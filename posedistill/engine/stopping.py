@@ -80,10 +80,17 @@ class StopSignals:
                           f"last.pth (if any) is the last checkpoint written", exit_code=128 + signum)
 
 
+# What receiving a batch raises when its worker dies in the middle of handing it over: the batch's
+# shared-memory file descriptor travels over a connection the dead worker closed (seen when SIGTERM
+# reaches the whole process group, as Slurm's scancel sends it).
+HANDOVER_ERRORS = (EOFError, ConnectionError)
+
+
 def is_worker_failure(e: BaseException) -> bool:
     """The RuntimeError a DataLoader raises when one of its worker processes died (killed by a signal,
-    e.g. the kernel's out-of-memory killer, or exited): "DataLoader worker (pid(s) N) ..."."""
-    return isinstance(e, RuntimeError) and "DataLoader worker (pid" in str(e)
+    e.g. the kernel's out-of-memory killer, or exited): "DataLoader worker (pid(s) N) ...", or the
+    EOFError / ConnectionError of a batch whose worker died while handing it over."""
+    return (isinstance(e, RuntimeError) and "DataLoader worker (pid" in str(e)) or isinstance(e, HANDOVER_ERRORS)
 
 
 class StopTraining(Exception):
