@@ -47,3 +47,14 @@ def test_auto_gt_weight():
     assert auto_gt_weight(DistillConfig(terms={"logit": 0.5, "pairwise": 0.2})) == 0.25
     assert auto_gt_weight(DistillConfig(terms={"mapd": 1.0})) == pytest.approx(1 - 0.15 - 0.075)
     assert auto_gt_weight(DistillConfig(terms={"logit": 0.5}, gt_weight=2.0)) == 2.0
+
+
+def test_resolve_checks_the_bottom_up_teacher_settings():
+    """seed 004's KD / label correction: a value out of range or without a teacher is one clear error."""
+    with pytest.raises(ValueError, match="distill.label_correction: expected one of"):
+        resolve_distill_config(DistillConfig(teacher=TEACHER, label_correction="heatmaps"))
+    with pytest.raises(ValueError, match=r"distill.kd_lambda: expected a value in \[0, 1\]"):
+        resolve_distill_config(DistillConfig(teacher=TEACHER, kd_lambda=1.5))
+    with pytest.raises(ValueError, match="need a teacher"):
+        resolve_distill_config(DistillConfig(label_correction="both"))
+    assert resolve_distill_config(DistillConfig(teacher=TEACHER, kd_lambda=0.5)).kd_lambda == 0.5  # no terms needed

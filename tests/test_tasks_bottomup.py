@@ -143,3 +143,16 @@ def test_distill_rounds_make_each_student_the_next_teacher(baseline, splits, tmp
     assert second.distill.teacher.model == "cmu_pose_tiny" and second.distill.label_correction == "both"
     assert second.distill.teacher.checkpoint == str(tmp_path / "round_1" / "last.pth")
     assert (tmp_path / "round_2" / "last.pth").is_file()
+
+
+def test_bottomup_bad_settings_are_one_line(splits, tmp_path, capsys):
+    base = ["train", "configs/small_paf_net_coco_368.yaml", *_quick(splits, tmp_path)]
+    assert cli_main([*base, "data.bottomup_scale=[1.1, 0.5]"]) == 2
+    assert "data.bottomup_scale: expected [min, max]" in capsys.readouterr().err
+    assert cli_main([*base, "data.format=mpii"]) == 2
+    assert "bottom-up models read COCO-format" in capsys.readouterr().err
+    assert cli_main(["distill", "configs/lc_small_paf_net_coco_368.yaml", *_quick(splits, tmp_path),
+                     f"distill.teacher.checkpoint={tmp_path / 'missing.pth'}"]) == 2
+    assert "missing.pth: no such file" in capsys.readouterr().err
+    assert cli_main(["distill", "configs/lc_small_paf_net_coco_368.yaml", "--rounds", "0"]) == 2
+    assert "--rounds must be >= 1" in capsys.readouterr().err

@@ -37,11 +37,11 @@ def training_main(argv: list[str] | None, prog: str, description: str,
                        help="train N times, each round's student the next round's teacher (seed 004's iterative "
                             "label correction); rounds go to OUT/round_1 .. OUT/round_N")
     args = p.parse_intermixed_args(argv)
-    overrides = list(args.overrides) + ([f"train.out_dir={args.out}"] if args.out else [])
-    cfg = load_recipe(args.config, overrides, check)
     n = getattr(args, "rounds", 1)
     if n < 1:
         raise InputError(f"--rounds must be >= 1, got {n}")
+    overrides = list(args.overrides) + ([f"train.out_dir={args.out}"] if args.out else [])
+    cfg = load_recipe(args.config, overrides, check)
     out_root = cfg.train.out_dir
     if n > 1:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, out_dir=str(Path(out_root) / "round_1")))
