@@ -10,6 +10,8 @@ import pytest
 
 from posedistill.cli import COMMANDS
 from posedistill.cli import main as cli_main
+from posedistill.commands import ablate
+from posedistill.distill.config import TeacherConfig
 from posedistill.commands.ablate import (load_plan, paired_difference, stage1_name, variant_config, variants_for,
                                          write_tables)
 from posedistill.engine.config import load_config
@@ -100,6 +102,51 @@ def test_ablation_plan_shares_stage1_runs_and_checks_names(tmp_path):
     bad.write_text("variants: {a: {terms: [], refine: student}}\n")
     with pytest.raises(ValueError, match="refine: expected teacher | gt"):
         load_plan(str(bad), terms)
+
+
+def test_ablation_plan_variants_with_own_recipe_teacher_and_reference(tmp_path):
+    """Seed 004's plan: LC / KD variants learn from an earlier variant's final checkpoint of the same seed
+    and keep their own distill settings; each table row is compared with its own reference."""
+    variants, refine, reference = load_plan("configs/plans/seed004_tables.yaml", {})
+    by = {v.name: v for v in variants}
+    assert refine is None and reference == "small-baseline" and by["cmu-lc-x2"].teacher == "cmu-lc"
+    assert by["cmu-lc"].reference == "cmu-baseline" and by["small-lc"].own_run and by["small-lc"].config == ""
+    assert Path(by["cmu-baseline"].config).is_file() and by["small-kd-lc"].overrides == (
+        "distill.kd_lambda=0.5", "distill.label_correction=both")
+    cfg = load_config("configs/seed004_synth_small.yaml", ["distill.teacher.model=cmu_pose_tiny",
+                                                           "distill.label_correction=pafs"])
+    teacher = TeacherConfig(model="cmu_pose_tiny", checkpoint="t/last.pth")
+    run = variant_config(cfg, {}, 2, tmp_path / "r", teacher)
+    assert run.distill.label_correction == "pafs" and run.distill.teacher.checkpoint == "t/last.pth"
+    assert variant_config(cfg, {}, 2, tmp_path / "r").distill.teacher.model == ""   # baseline: no teacher
+    bad = tmp_path / "plan.yaml"
+    bad.write_text("variants: {a: {teacher: b}, b: {}}\n")
+    with pytest.raises(ValueError, match="variants.a.teacher 'b' must be a variant listed before it"):
+        load_plan(str(bad), {})
+    bad.write_text("variants: {a: {}, b: {reference: c}}\n")
+    with pytest.raises(ValueError, match="variants.b.reference 'c' is not one of the variants"):
+        load_plan(str(bad), {})
+    rows = [{"variant": v, "terms": "", "seed": s, "AP": ap} for v, s, ap in (
+        ("t", 0, 0.5), ("t", 1, 0.5), ("t2", 0, 0.6), ("t2", 1, 0.7), ("s", 0, 0.1), ("s", 1, 0.2),
+        ("s2", 0, 0.2), ("s2", 1, 0.3))]
+    md = write_tables(rows, None, tmp_path, "x", {"t": "t", "t2": "t", "s": "s", "s2": "s"})
+    assert "| +15.00 [-48.53, +78.53] (vs t) |" in md and "| +10.00 [+10.00, +10.00] * (vs s) |" in md
+
+
+def test_ablation_run_resumes_a_cut_short_run_and_reuses_a_finished_one(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_train(cfg, resume=None):
+        calls.append(resume)
+        return {"last_metrics": {"AP": 0.25}, "best_metric": 0.3}
+
+    monkeypatch.setattr(ablate, "train", fake_train)
+    run_dir = tmp_path / "v" / "seed_0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "last.pth").write_bytes(b"")          # what a stopped ablation leaves behind
+    row = ablate._run(None, "v", "", 0, run_dir)
+    assert calls == [str(run_dir / "last.pth")] and row["AP"] == 0.25 and row["best_AP"] == 0.3
+    assert ablate._run(None, "v", "", 0, run_dir)["AP"] == 0.25 and len(calls) == 1   # result.json reused
 
 
 def test_ablate_without_teacher_checkpoint_says_so(tmp_path, capsys):

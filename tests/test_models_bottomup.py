@@ -17,7 +17,8 @@ from posedistill.tools.profile import count_gmacs
 SIZES = {
     "cmu_pose": (52_311_446, 92, 6, 128),       # paper: 52.3M
     "small_paf_net": (5_211_097, 19, 1, 128),   # paper: 19 conv layers, 5.2M
-    "cmu_pose_tiny": (946_074, 36, 2, 32),
+    "cmu_pose_tiny": (947_466, 36, 2, 32),       # CPU-sized, with BatchNorm
+    "small_paf_net_tiny": (328_145, 19, 1, 32),   # CPU-sized small NN, with BatchNorm
 }
 # torchvision vgg19().features conv index -> (out, in) channels
 VGG19_SHAPES = dict(zip(VGG19_CONV_INDICES, [(64, 3), (64, 64), (128, 64), (128, 128), (256, 128), (256, 256),
@@ -188,3 +189,15 @@ def test_gmacs_at_368(models):
     scale = (46 / 12) ** 2
     assert scale * count_gmacs(models["small_paf_net"], (96, 96)) == pytest.approx(17.397, abs=0.001)
     assert scale * count_gmacs(models["cmu_pose_tiny"], (96, 96)) == pytest.approx(3.621, abs=0.001)
+    assert scale * count_gmacs(models["small_paf_net_tiny"], (96, 96)) == pytest.approx(1.112, abs=0.001)
+
+
+@pytest.mark.parametrize("name", ["cmu_pose_tiny", "small_paf_net_tiny"])
+def test_batchnorm_variants_start_near_zero_outputs(models, name):
+    """Their output convs start at N(0, 0.01): with LeCun normal there (std ~1 outputs behind BatchNorm)
+    a short CPU run spends its first hundreds of steps shrinking them (models/bottomup.py)."""
+    model = models[name].train()
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    with torch.no_grad():
+        confidence, pafs = model(torch.randn(2, 3, 64, 64))[-1]
+    assert confidence.std() < 0.1 and pafs.std() < 0.1

@@ -6,7 +6,10 @@ The variants are either
 * `--plan FILE`: named variants, each a set of stage-1 terms and optionally a seed 002 stage 2 (the
   IGP-GCN refiner on the frozen stage-1 student, supervised by the teacher or the ground truth), e.g.
   `configs/plans/seed002_table4.yaml` for seed 002's Table IV. Variants with the same terms share one
-  stage-1 run; a stage 2 starts from its final `last.pth`.
+  stage-1 run; a stage 2 starts from its final `last.pth`. A plan variant may also name its own recipe
+  (`config`), overrides (`set`), an earlier variant as its teacher (`teacher`: that variant's final
+  checkpoint of the same seed, e.g. seed 004's label correction and its iterated rounds) and the
+  variant it is compared with (`reference`): `configs/plans/seed004_tables.yaml`.
 
 All against the same teacher checkpoint; then it evaluates the teacher once and writes
 
@@ -16,9 +19,10 @@ All against the same teacher checkpoint; then it evaluates the teacher once and 
                        order) with its 95% t interval; `*` marks an interval that excludes zero
 
 The reported AP is the *final* epoch's (choosing the best epoch on the validation set would bias
-every variant upwards). Runs already finished (OUT/RUN/seed_S/result.json) are reused, so an
-interrupted ablation continues where it stopped. The teacher checkpoint comes from the recipe's
-`distill.teacher.checkpoint`, or `--teacher-config` trains it once into OUT/teacher.
+every variant upwards). Runs already finished (OUT/RUN/seed_S/result.json) are reused and a run
+that was cut short resumes from its last.pth, so an interrupted ablation continues where it stopped.
+The teacher checkpoint comes from the recipe's `distill.teacher.checkpoint`, or `--teacher-config`
+trains it once into OUT/teacher.
 """
 from __future__ import annotations
 
@@ -37,7 +41,7 @@ import yaml
 from scipy import stats
 
 from posedistill.errors import InputError
-from posedistill.distill.config import DistillConfig
+from posedistill.distill.config import DistillConfig, TeacherConfig
 from posedistill.engine import dist
 from posedistill.engine.config import ConfigError, load_config
 from posedistill.engine.evaluate import evaluate_checkpoint
@@ -53,6 +57,15 @@ class Variant:
     name: str
     terms: dict[str, float]         # stage-1 distillation terms (none: the student alone)
     refine: str = ""                # "" (stage 1 only) | teacher | gt: a stage-2 refiner trained on that target
+    config: str = ""                # its own recipe ("" = the command's)
+    overrides: tuple[str, ...] = () # its own dotted.key=value overrides (after the command's)
+    teacher: str = ""               # an earlier variant whose final checkpoint (same seed) is the teacher
+    reference: str = ""             # the variant its paired difference is taken to ("" = the plan's)
+
+    @property
+    def own_run(self) -> bool:
+        """True: a run of its own in OUT/NAME (not shared with the variants of the same terms)."""
+        return bool(self.config or self.overrides or self.teacher)
 
 
 def variants_for(terms: dict[str, float], chosen: list[str]) -> list[tuple[str, dict[str, float]]]:
@@ -82,39 +95,66 @@ def load_plan(path: str, terms: dict[str, float]) -> tuple[list[Variant], str | 
           baseline: {terms: []}
           scheme-1: {terms: [], refine: gt}
           scheme-6: {terms: [aligned, pose], refine: teacher}
+          lc: {config: ../seed004_synth_small.yaml, set: [distill.label_correction=both],
+               teacher: cmu-baseline, reference: small-baseline}
 
-    Term weights come from the stage-1 recipe's distill.terms (the papers' weights)."""
+    Term weights come from the stage-1 recipe's distill.terms (the papers' weights). `config` (relative
+    to the plan), `set` (overrides) and `teacher` (an earlier variant: its final checkpoint of the same
+    seed teaches) give a variant a run of its own; `reference` its own paired comparison."""
     with open(path) as f:
         plan = yaml.safe_load(f)
     if not isinstance(plan, dict) or not isinstance(plan.get("variants"), dict) or not plan["variants"]:
         raise InputError(f"{path}: expected a mapping with a non-empty 'variants' mapping (name: {{terms: [...]}})")
-    variants = []
+    variants: list[Variant] = []
     for name, spec in plan["variants"].items():
-        spec = spec or {}
-        chosen = list(spec.get("terms") or [])
-        missing = [t for t in chosen if t not in terms]
-        if missing:
-            raise InputError(f"{path}: variants.{name}.terms {missing} are not in the recipe's distill.terms "
-                             f"{sorted(terms)} (their weights come from there)")
-        refine = str(spec.get("refine") or "")
-        if refine and refine not in REFINE_TARGETS:
-            raise InputError(f"{path}: variants.{name}.refine: expected teacher | gt, got {refine!r}")
-        variants.append(Variant(str(name), {t: terms[t] for t in chosen}, refine))
+        variants.append(_plan_variant(path, str(name), spec or {}, terms, [v.name for v in variants]))
     refine_config = plan.get("refine_config")
     if any(v.refine for v in variants) and not refine_config:
         raise InputError(f"{path}: a variant has 'refine' but the plan names no refine_config (the stage-2 recipe)")
     if refine_config:
         refine_config = str((Path(path).parent / refine_config))
     reference = str(plan.get("reference", variants[0].name))
-    if reference not in [v.name for v in variants]:
-        raise InputError(f"{path}: reference {reference!r} is not one of the variants {[v.name for v in variants]}")
+    names = [v.name for v in variants]
+    for where, ref in [("reference", reference)] + [(f"variants.{v.name}.reference", v.reference) for v in variants]:
+        if ref and ref not in names:
+            raise InputError(f"{path}: {where} {ref!r} is not one of the variants {names}")
     return variants, refine_config, reference
 
 
-def variant_config(cfg, terms: dict[str, float], seed: int, out_dir: Path):
-    """The recipe with only `terms` (none: plain supervised training, no teacher), one seed, one folder."""
-    if terms:
-        decay = [d for d in cfg.distill.decay if d in terms]
+def _plan_variant(path: str, name: str, spec: dict, terms: dict[str, float], earlier: list[str]) -> Variant:
+    """One entry of a plan's variants (see load_plan), checked."""
+    unknown = sorted(set(spec) - {"terms", "refine", "config", "set", "teacher", "reference"})
+    if unknown:
+        raise InputError(f"{path}: variants.{name}: unknown keys {unknown} (expected terms, refine, config, set, "
+                         f"teacher, reference)")
+    chosen = list(spec.get("terms") or [])
+    missing = [t for t in chosen if t not in terms]
+    if missing:
+        raise InputError(f"{path}: variants.{name}.terms {missing} are not in the recipe's distill.terms "
+                         f"{sorted(terms)} (their weights come from there)")
+    refine = str(spec.get("refine") or "")
+    if refine and refine not in REFINE_TARGETS:
+        raise InputError(f"{path}: variants.{name}.refine: expected teacher | gt, got {refine!r}")
+    teacher = str(spec.get("teacher") or "")
+    if teacher and teacher not in earlier:
+        raise InputError(f"{path}: variants.{name}.teacher {teacher!r} must be a variant listed before it "
+                         f"({earlier})")
+    overrides = spec.get("set") or []
+    if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
+        raise InputError(f"{path}: variants.{name}.set: expected a list of dotted.key=value strings, got {overrides!r}")
+    config = str(Path(path).parent / spec["config"]) if spec.get("config") else ""
+    return Variant(name, {t: terms[t] for t in chosen}, refine, config, tuple(overrides), teacher,
+                   str(spec.get("reference") or ""))
+
+
+def variant_config(cfg, terms: dict[str, float], seed: int, out_dir: Path, teacher: TeacherConfig | None = None):
+    """The recipe with only `terms`, one seed, one folder. No terms and no `teacher`: plain supervised
+    training (no teacher). `teacher` (a plan variant's teacher) replaces the recipe's and keeps the rest
+    of its distill section (e.g. seed 004's label_correction / kd_lambda)."""
+    decay = [d for d in cfg.distill.decay if d in terms]
+    if teacher is not None:
+        distill = dataclasses.replace(cfg.distill, terms=dict(terms), decay=decay, teacher=teacher)
+    elif terms:
         distill = dataclasses.replace(cfg.distill, terms=dict(terms), decay=decay)
     else:
         distill = DistillConfig()
@@ -181,9 +221,10 @@ def _cell(values: list[float]) -> str:
     return f"{mean:.2f} +- {sd:.2f}" if len(values) > 1 else f"{mean:.2f} (1 seed)"
 
 
-def write_tables(rows: list[dict], teacher: dict | None, out: Path, command: str, reference: str = "student") -> str:
-    """ablation.csv (all runs) and ablation.md (mean +- std per variant, paired difference to `reference`);
-    returns the markdown."""
+def write_tables(rows: list[dict], teacher: dict | None, out: Path, command: str,
+                 reference: str | dict[str, str] = "student") -> str:
+    """ablation.csv (all runs) and ablation.md (mean +- std per variant, paired difference to `reference`:
+    one variant for all, or {variant: its reference}); returns the markdown."""
     metrics = [m for m in SHOWN_METRICS if any(m in r for r in rows)]
     cols = ["variant", "terms", "seed"] + [k for k in dict.fromkeys(k for r in rows for k in r)
                                            if k not in ("variant", "terms", "seed")]
@@ -192,16 +233,22 @@ def write_tables(rows: list[dict], teacher: dict | None, out: Path, command: str
         w.writeheader()
         w.writerows(rows)
     order = list(dict.fromkeys(r["variant"] for r in rows))
-    ref_rows = [r for r in rows if r["variant"] == reference]
+    refs = reference if isinstance(reference, dict) else {v: reference for v in order}
+    single = len(set(refs.get(v, "") for v in order)) == 1
+    last = f"AP - {refs[order[0]]}" if single else "AP - reference"
     lines = [f"Command: `{command}`", "",
              "Final-epoch validation metrics (x100), mean +- sample std over seeds. Last column: the paired "
-             f"difference in AP to `{reference}` (same seeds), mean [95% t interval]; * = the interval excludes 0.", "",
-             f"| variant | terms (weights) | seeds | {' | '.join(metrics)} | AP - {reference} |",
+             f"difference in AP to {'`' + refs[order[0]] + '`' if single else 'the variant named'} (same seeds), "
+             "mean [95% t interval]; * = the interval excludes 0.", "",
+             f"| variant | terms (weights) | seeds | {' | '.join(metrics)} | {last} |",
              "|---|---|---|" + "---|" * len(metrics) + "---|"]
     for v in order:
         rs = [r for r in rows if r["variant"] == v]
         cells = [_cell([100 * r[m] for r in rs if m in r]) for m in metrics]
-        delta = _delta_cell(rs, ref_rows) if v != reference else ""
+        ref = refs.get(v, "")
+        delta = _delta_cell(rs, [r for r in rows if r["variant"] == ref]) if ref and v != ref else ""
+        if delta and not single:
+            delta = f"{delta} (vs {ref})"
         lines.append(f"| {v} | {rs[0]['terms'] or 'none'} | {','.join(str(r['seed']) for r in rs)} | "
                      f"{' | '.join(cells)} | {delta} |")
     if teacher:
@@ -237,9 +284,11 @@ def _run(run_cfg, name: str, terms_text: str, seed: int, run_dir: Path) -> dict:
         row = json.loads(done.read_text())
         print(f"[ablate] {name} seed {seed}: reusing {done} (AP {row['AP']:.4f})", flush=True)
         return row
-    print(f"[ablate] {name} seed {seed} -> {run_dir}", flush=True)
+    last = run_dir / "last.pth"
+    resume = str(last) if last.is_file() else None     # a run cut short by a stopped ablation goes on
+    print(f"[ablate] {name} seed {seed} -> {run_dir}{' (resuming ' + str(last) + ')' if resume else ''}", flush=True)
     t0 = time.perf_counter()
-    res = train(run_cfg)
+    res = train(run_cfg, resume=resume)
     row = {"variant": name, "terms": terms_text, "seed": seed,
            **{k: float(v) for k, v in res["last_metrics"].items()},
            "best_AP": float(res["best_metric"]) if res["best_metric"] is not None else float("nan"),
@@ -264,6 +313,23 @@ def _run_variant(cfg, refine_cfg, v: Variant, seed: int, out: Path, teacher_ckpt
     r_cfg = refine_variant_config(refine_cfg, str(run_dir / "last.pth"), v.refine, teacher_ckpt, seed, r_dir)
     text = f"{_terms_text(v.terms)} + IGP-GCN ({'teacher' if v.refine == 'teacher' else 'ground truth'})".strip()
     return {**_run(r_cfg, f"{s1}@refine-{v.refine}", text, seed, r_dir), "variant": v.name, "terms": text}
+
+
+def _run_own_variant(cfg, v: Variant, seed: int, out: Path, models: dict[str, tuple[str, dict]]) -> dict:
+    """A plan variant with its own recipe / overrides / teacher variant, in OUT/NAME/seed_S. `cfg` is its
+    recipe with the overrides applied; `models` maps every variant to its (model name, kwargs)."""
+    run_dir = out / v.name / f"seed_{seed}"
+    teacher = None
+    if v.teacher:
+        name, kwargs = models[v.teacher]
+        teacher = dataclasses.replace(cfg.distill.teacher, model=name, model_kwargs=dict(kwargs),
+                                      checkpoint=str(out / v.teacher / f"seed_{seed}" / "last.pth"))
+    if v.refine:
+        raise InputError(f"variants.{v.name}: refine goes with the command's recipe only (no config / set / teacher)")
+    text = " ".join([*v.overrides, *([_terms_text(v.terms)] if v.terms else []),
+                     *([f"teacher={v.teacher}"] if v.teacher else [])])
+    return {**_run(variant_config(cfg, v.terms, seed, run_dir, teacher), v.name, text, seed, run_dir),
+            "variant": v.name}
 
 
 def _teacher_row(cfg, ckpt: str, out: Path) -> dict:
@@ -296,13 +362,30 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _own_recipes(args, cfg, variants: list[Variant]) -> dict[str, object]:
+    """The recipe of every plan variant with a run of its own (its config, the command's overrides, then
+    its own; a teacher variant's model named as distill.teacher.model, which LC / KD need on load)."""
+    recipes: dict[str, object] = {}
+    for v in variants:
+        if not v.own_run:
+            continue
+        extra = []
+        if v.teacher:
+            extra = [f"distill.teacher.model={recipes.get(v.teacher, cfg).model.name}"]
+        recipes[v.name] = load_config(v.config or args.config, [*args.overrides, *v.overrides, *extra])
+    return recipes
+
+
+def _needs_recipe_teacher(variants: list[Variant]) -> bool:
+    """Whether some variant learns from the recipe's teacher (terms or a stage 2, no teacher variant)."""
+    return any((v.terms or v.refine) and not v.teacher for v in variants)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_intermixed_args(argv)
     out = Path(args.out)
     command = "posedistill ablate " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     cfg = load_config(args.config, args.overrides)
-    if not cfg.distill.teacher.model or not cfg.distill.terms:
-        raise ConfigError(f"{args.config}: distill.teacher.model and distill.terms must be set for an ablation")
     if args.plan and args.terms:
         raise InputError("--plan and --terms both choose the variants; give one")
     refine_cfg, reference = None, "student"
@@ -313,17 +396,25 @@ def main(argv: list[str] | None = None) -> int:
             check_refine_recipe(cfg, refine_cfg, refine_path)
     else:
         variants = [Variant(n, t) for n, t in variants_for(cfg.distill.terms, args.terms or list(cfg.distill.terms))]
+    needs_teacher = _needs_recipe_teacher(variants) or not args.plan
+    if needs_teacher and (not cfg.distill.teacher.model or not cfg.distill.terms):
+        raise ConfigError(f"{args.config}: distill.teacher.model and distill.terms must be set for an ablation")
+    recipes = _own_recipes(args, cfg, variants)
+    models = {v.name: (recipes[v.name].model.name, recipes[v.name].model.kwargs) if v.name in recipes
+              else (cfg.model.name, cfg.model.kwargs) for v in variants}
     teacher_cfg = load_config(args.teacher_config, args.overrides) if args.teacher_config else None
     out.mkdir(parents=True, exist_ok=True)
-    ckpt = _teacher_checkpoint(cfg, teacher_cfg, out)
+    ckpt = _teacher_checkpoint(cfg, teacher_cfg, out) if needs_teacher else ""
     cfg = dataclasses.replace(cfg, distill=dataclasses.replace(
         cfg.distill, teacher=dataclasses.replace(cfg.distill.teacher, checkpoint=str(ckpt))))
+    references = {v.name: v.reference or reference for v in variants}
     rows: list[dict] = []
     for seed in args.seeds:
         for v in variants:
-            rows.append(_run_variant(cfg, refine_cfg, v, seed, out, str(ckpt)))
-            write_tables(rows, None, out, command, reference)
-    md = write_tables(rows, _teacher_row(cfg, ckpt, out), out, command, reference)
+            rows.append(_run_own_variant(recipes[v.name], v, seed, out, models) if v.own_run
+                        else _run_variant(cfg, refine_cfg, v, seed, out, str(ckpt)))
+            write_tables(rows, None, out, command, references)
+    md = write_tables(rows, _teacher_row(cfg, ckpt, out) if needs_teacher else None, out, command, references)
     dist.cleanup()
     if dist.is_main_process():
         print(md)

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     input_size = tuple(cfg.data.input_size)
     teacher = build.load_teacher(cfg.distill.teacher, meta.num_joints, device, input_size=input_size,
                                  split_ratio=cfg.codec.simcc_split_ratio)
-    codec = build.build_codec(cfg.codec, input_size, teacher.output_stride, teacher.head_type)
+    codec = build.build_codec(cfg.codec, input_size, teacher.output_stride, teacher.head_type, meta)
     train_set = build.build_dataset(cfg.data, codec, meta, train=True)
     cache = build.open_teacher_cache(teacher, cfg.distill, train_set, device)
     res = measure_cache_error(teacher, cache, train_set, codec, samples=args.samples,

@@ -6,7 +6,7 @@ import argparse
 
 from posedistill.data.synth_render import DIFFICULTY
 from posedistill.commands.common import parse_size
-from posedistill.data.synthetic import FORMATS, generate_dataset, generate_video
+from posedistill.data.synthetic import FORMATS, generate_dataset, generate_video, scene_config
 
 
 def _rate(text: str) -> float:
@@ -35,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--format", choices=sorted(FORMATS), default="coco")
     s.add_argument("--size", type=parse_size, default=(640, 480), help="WIDTHxHEIGHT (default 640x480)")
     s.add_argument("--difficulty", choices=sorted(DIFFICULTY), default="medium")
+    s.add_argument("--people", type=int, nargs=2, metavar=("MIN", "MAX"),
+                   help="people per image (default: the difficulty preset's, e.g. easy 1 3)")
+    s.add_argument("--person-height", type=float, nargs=2, metavar=("MIN", "MAX"),
+                   help="person height as a fraction of the image height (default: the preset's, e.g. easy 0.25 0.83)")
     d = s.add_argument_group("label defects", _DEFECTS_HELP)
     d.add_argument("--truncation-rate", type=_rate, default=None, metavar="RATE",
                    help="(a) fraction of people placed partly outside the image, their outside joints unlabelled; "
@@ -63,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--people", type=int, default=3)
     args = p.parse_args(argv)
     if args.cmd == "synth":
+        scene = scene_config(args.difficulty, **({"people": tuple(args.people)} if args.people else {}),
+                             **({"height_frac": tuple(args.person_height)} if args.person_height else {}))
         res = generate_dataset(args.out, args.images, args.seed, fmt=args.format, size=args.size,
-                               difficulty=args.difficulty, missing_label_rate=args.missing_label_rate,
+                               difficulty=args.difficulty, scene=scene, missing_label_rate=args.missing_label_rate,
                                split=args.split_name, segmentation=not args.no_segmentation,
                                preview=args.preview, progress=args.images >= 200,
                                truncation_rate=args.truncation_rate, occluded_unlabelled=args.occluded_unlabelled,

@@ -158,6 +158,7 @@ def resolve_distill_config(cfg: DistillConfig, teacher_only: bool = False) -> Di
     feat = [t for t in cfg.terms if TERMS[t].needs == "features"]
     if cfg.cache and feat:
         raise InputError(cache_feature_message(feat))
-    if cfg.cache and not cfg.terms:
-        raise InputError("distill.cache=true but distill.terms is empty: nothing would use the cached outputs")
+    if cfg.cache and not cfg.terms and cfg.kd_lambda == 0 and cfg.label_correction == "none":
+        raise InputError("distill.cache=true but distill.terms is empty and neither distill.kd_lambda nor "
+                         "distill.label_correction is set: nothing would use the cached outputs")
     return replace(cfg, decay=decay)

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from posedistill.errors import CheckpointError, InputError
 from posedistill import __version__
 from posedistill.codecs import CoordinateCodec, HeatmapCodec, SimCCCodec
+from posedistill.codecs.grouping import GroupingParams
 from posedistill.codecs.paf import PafCodec, PafLayout, coco_paf_layout, paf_layout_from_meta
 from posedistill.data.bottomup import BottomUpDataset
 from posedistill.data.coco import load_coco_instances
@@ -163,8 +164,9 @@ def build_codec(cfg: CodecConfig, input_size: tuple[int, int], output_stride: in
     if cfg.type == "paf":
         if meta is None:
             raise InputError("codec.type paf needs the keypoint set (its skeleton gives the limbs)")
+        grouping = GroupingParams(peak_threshold=cfg.paf_peak_threshold, min_mean_score=cfg.paf_min_mean_score)
         return PafCodec(paf_layout(meta), input_size=tuple(input_size), stride=output_stride, sigma=cfg.paf_sigma,
-                        limb_width=cfg.paf_limb_width)
+                        limb_width=cfg.paf_limb_width, grouping=grouping)
     raise InputError(f"codec.type: expected heatmap | simcc | coords | paf, got {cfg.type!r}")
 
 
@@ -243,7 +245,8 @@ def build_bottomup_dataset(cfg: DataConfig, codec: PafCodec, meta: KeypointMeta,
         raise InputError(f"data.bottomup_scale: expected [min, max] with 0 < min <= max, got {cfg.bottomup_scale}")
     return BottomUpDataset(cfg.train_ann if train else cfg.val_ann, cfg.train_images if train else cfg.val_images,
                            codec, meta, tuple(cfg.input_size), train, flip_prob=0.5 if cfg.flip else 0.0,
-                           max_rotation=cfg.rotation_factor, scale_range=tuple(cfg.bottomup_scale), normalize=False)
+                           max_rotation=cfg.rotation_factor, scale_range=tuple(cfg.bottomup_scale), normalize=False,
+                           min_keypoints=cfg.bottomup_min_keypoints, min_area=cfg.bottomup_min_area)
 
 
 def build_optimizer(group: OptimGroup, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -405,14 +408,20 @@ def build_refiner_task(cfg: RefineConfig, teacher: TeacherConfig, model: nn.Modu
 
 
 def build_task(cfg: Config, model: nn.Module, codec, meta: KeypointMeta, train_set, device: torch.device) -> Task:
-    """RefinerTask for a student + refiner, DistillationTask when the recipe names a teacher, else
-    SupervisedTask."""
+    """RefinerTask for a student + refiner, BottomUpTask for a PAF network (its teacher, or with
+    `distill.cache` the teacher's cached outputs), DistillationTask when the recipe names a teacher,
+    else SupervisedTask."""
     if model.head_type == "coords":
         return build_refiner_task(cfg.refine, cfg.distill.teacher, model, meta, device)
     loss = build_loss(cfg.loss, codec)
     if model.head_type == "paf":
-        teacher = load_teacher(cfg.distill.teacher, meta.num_joints, device) if cfg.distill.teacher.model else None
-        return BottomUpTask(model, loss, teacher, kd_lambda=cfg.distill.kd_lambda, correct=cfg.distill.label_correction)
+        d = cfg.distill
+        teacher = load_teacher(d.teacher, meta.num_joints, device) if d.teacher.model else None
+        uses_teacher = d.kd_lambda > 0 or d.label_correction != "none"
+        cache = (open_teacher_cache(teacher, d, train_set, device)
+                 if teacher is not None and d.cache and uses_teacher else None)
+        return BottomUpTask(model, loss, teacher if cache is None else None, kd_lambda=d.kd_lambda,
+                            correct=d.label_correction, cache=cache)
     if cfg.distill.teacher.model:
         return build_distillation_task(cfg.distill, model, loss, codec, meta, train_set, cfg.optim.epochs, device)
     return SupervisedTask(model, loss, codec.target_keys, loss_weight=cfg.loss.loss_weight)

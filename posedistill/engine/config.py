@@ -57,6 +57,8 @@ class DataConfig:
     max_train_instances: int = 0                # keep only the first N training instances (0 = all); for quick runs
     max_val_instances: int = 0                  # keep only the first N validation instances (0 = all)
     bottomup_scale: list[float] = field(default_factory=lambda: [0.5, 1.1])  # bottom-up training: random scale range (seed 004 / CMU-Pose)
+    bottomup_min_keypoints: int = 5             # bottom-up: people with fewer labelled joints are masked, not trained on (CMU 5)
+    bottomup_min_area: float = 1024.0           # bottom-up: people with a smaller area (image pixels) are masked (CMU 32 x 32)
 
 
 @dataclass
@@ -70,6 +72,8 @@ class CodecConfig:
     simcc_label_smoothing: float = 0.0          # SimCC labels: (1 - s) * Gaussian + s / bins (uniform mix), s in [0, 1)
     paf_sigma: float = 7.0                      # PAF codec: confidence-map Gaussian sigma in input pixels (CMU-Pose 7)
     paf_limb_width: float = 1.0                 # PAF codec: limb half-width in output pixels (CMU-Pose 1)
+    paf_peak_threshold: float = 0.1             # PAF grouping: confidence-map peaks below this are dropped (CMU 0.1)
+    paf_min_mean_score: float = 0.4             # PAF grouping: people with score / parts below this are dropped (OpenPose 0.4, Osokin 0.2)
 
 
 @dataclass
@@ -124,6 +128,7 @@ class TrainConfig:
 class EvalConfig:
     batch_size: int = 64                        # images per process during evaluation
     flip_test: bool = True                      # average with the horizontally flipped image's output
+    scales: list[float] = field(default_factory=lambda: [1.0])  # bottom-up multi-scale test: input scales averaged (CMU-Pose: 0.5, 1, 1.5, 2 of 368)
     oks_nms_thr: float = 0.9                    # OKS-NMS threshold over predictions of one image (COCO)
     keypoint_score_thr: float = 0.2             # rescoring: mean of keypoint scores above this times box score
     soft_nms: bool = False                      # soft-OKS-NMS instead of hard OKS-NMS

@@ -9,10 +9,12 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -20,6 +22,7 @@ from posedistill.data.transforms import apply_affine, crop_to_image, normalize_i
 from posedistill.engine import build, dist
 from posedistill.engine.checkpoint import read_checkpoint
 from posedistill.engine.config import Config
+from posedistill.errors import InputError
 from posedistill.evaluation.coco_eval import evaluate_coco
 from posedistill.evaluation.pckh import evaluate_pckh
 from posedistill.keypoints import KeypointMeta
@@ -102,23 +105,55 @@ def _people_records(batch: dict, i: int, people: np.ndarray, scores: np.ndarray)
     return out
 
 
+def _forward_maps(model: nn.Module, images: torch.Tensor, codec, flip_test: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The last stage's (confidence maps, PAFs), averaged with the flipped-back maps of the mirrored input
+    when `flip_test`."""
+    maps, pafs = to_float(model(images)[-1])
+    if flip_test:
+        f_maps, f_pafs = codec.flip_back(*to_float(model(images.flip(3))[-1]))
+        maps, pafs = 0.5 * (maps + f_maps), 0.5 * (pafs + f_pafs)
+    return maps, pafs
+
+
+def bottomup_maps(model: nn.Module, images: torch.Tensor, codec, *, flip_test: bool = False,
+                  scales: Sequence[float] = (1.0,)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Maps of a normalised batch at the output size of scale 1, averaged over `scales` (CMU-Pose's
+    multi-scale test: the input resized by each scale, to a multiple of the stride, and every output
+    resized back bicubically before the average) and over flips."""
+    if not scales or any(not s > 0 for s in scales):
+        raise InputError(f"eval.scales: expected a non-empty list of positive input scales, got {list(scales)}")
+    h, w = images.shape[-2:]
+    stride = codec.stride
+    out_size = (h // stride, w // stride)
+    total_maps = total_pafs = None
+    for s in scales:
+        size = (max(stride, round(h * s / stride) * stride), max(stride, round(w * s / stride) * stride))
+        x = images if size == (h, w) else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        maps, pafs = _forward_maps(model, x, codec, flip_test)
+        if maps.shape[-2:] != out_size:
+            maps = F.interpolate(maps, size=out_size, mode="bicubic", align_corners=False)
+            pafs = F.interpolate(pafs, size=out_size, mode="bicubic", align_corners=False)
+        total_maps = maps if total_maps is None else total_maps + maps
+        total_pafs = pafs if total_pafs is None else total_pafs + pafs
+    return total_maps / len(scales), total_pafs / len(scales)
+
+
 @torch.no_grad()
 def predict_bottomup(model: nn.Module, loader: DataLoader, codec, device: torch.device, *, flip_test: bool = False,
-                     amp: torch.dtype | None = None, progress: bool = False) -> list[dict]:
+                     scales: Sequence[float] = (1.0,), amp: torch.dtype | None = None,
+                     progress: bool = False) -> list[dict]:
     """People in image pixels for every image of a bottom-up loader, gathered from all ranks: the last
-    stage's maps (averaged with the flipped-back maps of the mirrored input when `flip_test`), grouped by
-    the codec, mapped back by the sample's inverse affine. Each dict as `predict`'s, with the person
-    score as "score" (scored as it is, no top-down rescoring) and "person" (its rank in the image)."""
+    stage's maps (`bottomup_maps`: over `scales`, and averaged with the flipped-back maps of the mirrored
+    input when `flip_test`), grouped by the codec, mapped back by the sample's inverse affine. Each dict
+    as `predict`'s, with the person score as "score" (scored as it is, no top-down rescoring) and
+    "person" (its rank in the image)."""
     was_training = model.training
     model.eval()
     preds: list[dict] = []
     for batch in tqdm(loader, desc="eval", disable=not progress, leave=False, dynamic_ncols=True):
         images = normalize_images(batch["image"].to(device, non_blocking=True))
         with autocast(device, amp):
-            maps, pafs = to_float(model(images)[-1])
-            if flip_test:
-                f_maps, f_pafs = codec.flip_back(*to_float(model(images.flip(3))[-1]))
-                maps, pafs = 0.5 * (maps + f_maps), 0.5 * (pafs + f_pafs)
+            maps, pafs = bottomup_maps(model, images, codec, flip_test=flip_test, scales=scales)
         for i in range(images.shape[0]):
             people, scores = codec.decode(maps[i], pafs[i])
             preds += _people_records(batch, i, people, scores)
@@ -153,11 +188,17 @@ def primary_metric(metrics: dict[str, float]) -> tuple[str, float]:
 def evaluate(model: nn.Module, loader: DataLoader, codec, meta: KeypointMeta, device: torch.device, *,
              data_format: str, ann_file: str, flip_test: bool = False, out_dir: str | Path | None = None,
              eval_kwargs: dict | None = None, head_boxes: str = "", amp: torch.dtype | None = None,
-             channels_last: bool = False, progress: bool = False) -> dict[str, float]:
-    """Predict on every rank, score on rank 0, and return the metrics on every rank."""
+             channels_last: bool = False, progress: bool = False, scales: Sequence[float] = (1.0,)
+             ) -> dict[str, float]:
+    """Predict on every rank, score on rank 0, and return the metrics on every rank. `scales`: the
+    bottom-up multi-scale test (top-down models: (1.0,) only)."""
     if model.head_type == "paf":
-        preds = predict_bottomup(model, loader, codec, device, flip_test=flip_test, amp=amp, progress=progress)
+        preds = predict_bottomup(model, loader, codec, device, flip_test=flip_test, scales=scales, amp=amp,
+                                 progress=progress)
     else:
+        if list(scales) != [1.0]:
+            raise InputError(f"eval.scales={list(scales)}: the multi-scale test is for bottom-up (PAF) models; "
+                             f"a {model.head_type} model takes [1.0]")
         preds = predict(model, loader, codec, meta, device, flip_test=flip_test, amp=amp,
                         channels_last=channels_last, progress=progress)
     metrics = None
@@ -200,4 +241,4 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str, *, flip: bool | None = Non
                     flip_test=cfg.eval.flip_test if flip is None else flip,
                     out_dir=out if info.is_main else None, eval_kwargs=build.eval_kwargs(cfg.eval),
                     head_boxes=cfg.data.val_head_boxes, amp=amp_dtype(cfg.train.amp, device),
-                    channels_last=channels_last, progress=use_progress(cfg.train.progress))
+                    channels_last=channels_last, progress=use_progress(cfg.train.progress), scales=cfg.eval.scales)

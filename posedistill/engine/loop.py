@@ -345,7 +345,8 @@ def _evaluate(run: Run, out_dir: Path) -> dict[str, float]:
                     ann_file=cfg.data.val_ann, flip_test=cfg.eval.flip_test,
                     out_dir=out_dir / "eval" if run.info.is_main else None,
                     eval_kwargs=build.eval_kwargs(cfg.eval), head_boxes=cfg.data.val_head_boxes,
-                    amp=run.amp, channels_last=run.channels_last, progress=use_progress(cfg.train.progress))
+                    amp=run.amp, channels_last=run.channels_last, progress=use_progress(cfg.train.progress),
+                    scales=cfg.eval.scales)
 
 
 def run_epoch(run: Run, epoch: int, progress: Progress, writer,

@@ -56,10 +56,18 @@ so this is that architecture (re-implemented, not copied):
 `cmu_pose_tiny`: CMU-Pose reduced for CPU-sized synthetic experiments, a deviation from the paper:
 VGG widths 16/32/64/128 (a quarter of VGG-19's), CPM 64 -> 32 (feats["backbone"] has 32 channels),
 branch convs 24 wide (3x3 in stage 1, 7x7 after, counts kept), hidden 1x1 128 in stage 1 and 24
-after, 2 stages (stage 1 + one refinement). Init LeCun normal, as the small NN: it has no ImageNet
-weights to start from (`load_vgg19_weights` does not fit its widths), and CMU's N(0, 0.01) leaves
-its outputs at std ~1e-16 at init. `cmu_pose` keeps CMU's N(0, 0.01); give it `vgg19_weights`, as
-the paper does, or its randomly initialised VGG part starts as tiny as well.
+after, 2 stages (stage 1 + one refinement), and BatchNorm after every conv but the outputs (convs
+then without bias). Init LeCun normal, as the small NN: it has no ImageNet weights to start from
+(`load_vgg19_weights` does not fit its widths), and CMU's N(0, 0.01) leaves its outputs at std
+~1e-16 at init. The BatchNorm is there because a CPU budget is a few thousand steps: without it
+these plain conv stacks still predicted all-background maps (keypoint peaks ~0.07, PAFs ~0.005)
+after 150 Adam steps at 1e-3 on the seed 004 synthetic recipe. With BatchNorm the output convs
+start at N(0, 0.01) (`_init_output_convs_`, which says why).
+`small_paf_net_tiny`: the small NN with every width a quarter (blocks 8/16/32/32, head 32) and the
+same BatchNorm and output init, the synthetic student (a third of cmu_pose_tiny's GMACs, as the
+small NN is an eighth of CMU-Pose's). `cmu_pose` and `small_paf_net`
+keep the papers' layers (no normalisation); `cmu_pose` keeps CMU's N(0, 0.01); give it
+`vgg19_weights`, as the paper does, or its randomly initialised VGG part starts as tiny as well.
 
 Sizes (pinned in tests/test_models_bottomup.py; GMACs = torch.utils.flop_counter FLOPs / 2 / 1e9 at
 368x368 via `posedistill.tools.profile.count_gmacs`):
@@ -68,7 +76,8 @@ Sizes (pinned in tests/test_models_bottomup.py; GMACs = torch.utils.flop_counter
 |---|---|---|---|
 | cmu_pose (6 stages) | 52,311,446 | 92 | 135.93 |
 | small_paf_net | 5,211,097 | 19 | 17.40 |
-| cmu_pose_tiny | 946,074 | 36 | 3.62 |
+| cmu_pose_tiny | 947,466 | 36 | 3.62 |
+| small_paf_net_tiny | 328,145 | 19 | 1.11 |
 
 Rerun: `python -c "from posedistill.models import create_model as c; from posedistill.tools.profile
 import count_gmacs as g, count_params as p; m = c('cmu_pose'); print(p(m), g(m, (368, 368)))"`.
@@ -95,7 +104,7 @@ CMU_POSE_SPECS: dict[str, dict] = {
     "full": dict(vgg_widths=VGG19_WIDTHS, cpm_channels=(256, 128), branch_channels=128,
                  stage1_hidden=512, refine_hidden=128, stages=6),
     "tiny": dict(vgg_widths=(16, 32, 64, 128), cpm_channels=(64, 32), branch_channels=24,
-                 stage1_hidden=128, refine_hidden=24, stages=2, init_std=None),
+                 stage1_hidden=128, refine_hidden=24, stages=2, init_std=None, norm=True),
 }
 STAGE1_CONVS, STAGE1_KERNEL = 3, 3     # CMU stage 1: 3x 3x3 per branch
 REFINE_CONVS, REFINE_KERNEL = 5, 7     # CMU stages >= 2: 5x 7x7 per branch
@@ -103,33 +112,54 @@ REFINE_CONVS, REFINE_KERNEL = 5, 7     # CMU stages >= 2: 5x 7x7 per branch
 # The small NN: VGG-style backbone (block widths, convs per block, pools between blocks) and head.
 SMALL_BLOCKS: tuple[tuple[int, int], ...] = ((32, 2), (64, 2), (128, 4), (128, 4))
 SMALL_HEAD_CONVS, SMALL_HEAD_KERNEL, SMALL_HEAD_CHANNELS = 5, 7, 128
+# small_paf_net_tiny: every width a quarter of the small NN's (the CPU-sized synthetic student)
+SMALL_TINY_BLOCKS: tuple[tuple[int, int], ...] = ((8, 2), (16, 2), (32, 4), (32, 4))
+SMALL_TINY_HEAD_CHANNELS = 32
 
 CMU_INIT_STD = 0.01
 
 
-def _vgg_features(blocks: Sequence[tuple[int, int]], in_channels: int = 3) -> nn.Sequential:
+def _conv_relu(in_channels: int, out_channels: int, kernel: int, norm: bool) -> list[nn.Module]:
+    """conv (same padding) + ReLU; with `norm`, BatchNorm between them and no conv bias (the CPU-sized
+    variants only: the papers' networks have no normalisation)."""
+    conv = nn.Conv2d(in_channels, out_channels, kernel, 1, kernel // 2, bias=not norm)
+    return [conv, nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)] if norm else [conv, nn.ReLU(inplace=True)]
+
+
+def _vgg_features(blocks: Sequence[tuple[int, int]], in_channels: int = 3, norm: bool = False) -> nn.Sequential:
     """3x3 conv + ReLU per layer, a 2x2 stride-2 max-pool between blocks (none after the last), in
-    torchvision's flat `features` indexing (conv, ReLU, ..., MaxPool, ...)."""
+    torchvision's flat `features` indexing (conv, ReLU, ..., MaxPool, ...) when `norm` is off."""
     layers: list[nn.Module] = []
     for b, (width, convs) in enumerate(blocks):
         if b > 0:
             layers.append(nn.MaxPool2d(2, 2))
         for _ in range(convs):
-            layers += [nn.Conv2d(in_channels, width, 3, 1, 1), nn.ReLU(inplace=True)]
+            layers += _conv_relu(in_channels, width, 3, norm)
             in_channels = width
     return nn.Sequential(*layers)
 
 
-def _conv_stack(in_channels: int, channels: int, kernel: int, convs: int, hidden: int, out_channels: int
-                ) -> nn.Sequential:
+def _conv_stack(in_channels: int, channels: int, kernel: int, convs: int, hidden: int, out_channels: int,
+                norm: bool = False) -> nn.Sequential:
     """`convs` kxk convs of `channels` + 1x1 conv to `hidden` (ReLU after each), then a 1x1 conv to
     `out_channels` without activation: one PAF-stage branch."""
     layers: list[nn.Module] = []
     for _ in range(convs):
-        layers += [nn.Conv2d(in_channels, channels, kernel, 1, kernel // 2), nn.ReLU(inplace=True)]
+        layers += _conv_relu(in_channels, channels, kernel, norm)
         in_channels = channels
-    layers += [nn.Conv2d(in_channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, out_channels, 1)]
+    layers += [*_conv_relu(in_channels, hidden, 1, norm), nn.Conv2d(hidden, out_channels, 1)]
     return nn.Sequential(*layers)
+
+
+def _init_output_convs_(stacks: Sequence[nn.Sequential], std: float = CMU_INIT_STD) -> None:
+    """The last (output) conv of each branch: N(0, std), bias 0. For the BatchNorm variants: with
+    LeCun normal there the outputs start at std ~1 (BatchNorm keeps the features at unit scale), and
+    the first few hundred steps go to shrinking them: on one batch of 8 synthetic images,
+    small_paf_net_tiny was still at 0.70x the all-background loss after 300 Adam steps (lr 1e-3), and
+    at 0.20x with its output convs at N(0, 0.001) (CMU's 0.01 for every conv is used here)."""
+    for stack in stacks:
+        nn.init.normal_(stack[-1].weight, std=std)
+        nn.init.zeros_(stack[-1].bias)
 
 
 def _init_convs_(module: nn.Module, std: float | None) -> None:
@@ -147,10 +177,10 @@ class PAFStage(nn.Module):
     (L2); returns (confidence_maps, pafs)."""
 
     def __init__(self, in_channels: int, channels: int, kernel: int, convs: int, hidden: int,
-                 num_heatmaps: int, num_pafs: int):
+                 num_heatmaps: int, num_pafs: int, norm: bool = False):
         super().__init__()
-        self.pafs = _conv_stack(in_channels, channels, kernel, convs, hidden, num_pafs)
-        self.confidence = _conv_stack(in_channels, channels, kernel, convs, hidden, num_heatmaps)
+        self.pafs = _conv_stack(in_channels, channels, kernel, convs, hidden, num_pafs, norm)
+        self.confidence = _conv_stack(in_channels, channels, kernel, convs, hidden, num_heatmaps, norm)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.confidence(x), self.pafs(x)
@@ -170,6 +200,7 @@ class CMUPose(nn.Module):
         stage1_hidden / refine_hidden: width of the 1x1 conv before each branch's output conv in stage 1
             (CMU: 512) and in the refinement stages (CMU: 128).
         init_std: std of the normal init of every conv (CMU: 0.01); None: LeCun normal (1/fan_in).
+        norm: BatchNorm after every conv but the outputs (CMU: none; the CPU-sized variant only).
         num_joints: stored for the decoder; sizes nothing.
     """
 
@@ -179,7 +210,7 @@ class CMUPose(nn.Module):
     def __init__(self, num_heatmaps: int = 19, num_pafs: int = 38, stages: int = 6,
                  vgg_widths: Sequence[int] = VGG19_WIDTHS, cpm_channels: Sequence[int] = (256, 128),
                  branch_channels: int = 128, stage1_hidden: int = 512, refine_hidden: int = 128,
-                 init_std: float | None = CMU_INIT_STD, num_joints: int = 17):
+                 init_std: float | None = CMU_INIT_STD, norm: bool = False, num_joints: int = 17):
         super().__init__()
         if stages < 1:
             raise ValueError(f"CMUPose needs stages >= 1, got {stages}")
@@ -189,15 +220,18 @@ class CMUPose(nn.Module):
         self.num_joints = num_joints
         self.num_heatmaps = num_heatmaps
         self.num_pafs = num_pafs
-        self.features = _vgg_features([(vgg_widths[w], n) for w, n in VGG19_FIRST10])
+        self.features = _vgg_features([(vgg_widths[w], n) for w, n in VGG19_FIRST10], norm=norm)
         feat = cpm_channels[1]
-        self.cpm = nn.Sequential(nn.Conv2d(vgg_widths[3], cpm_channels[0], 3, 1, 1), nn.ReLU(inplace=True),
-                                 nn.Conv2d(cpm_channels[0], feat, 3, 1, 1), nn.ReLU(inplace=True))
-        first = PAFStage(feat, branch_channels, STAGE1_KERNEL, STAGE1_CONVS, stage1_hidden, num_heatmaps, num_pafs)
+        self.cpm = nn.Sequential(*_conv_relu(vgg_widths[3], cpm_channels[0], 3, norm),
+                                 *_conv_relu(cpm_channels[0], feat, 3, norm))
+        first = PAFStage(feat, branch_channels, STAGE1_KERNEL, STAGE1_CONVS, stage1_hidden, num_heatmaps, num_pafs,
+                         norm)
         refine = [PAFStage(feat + num_pafs + num_heatmaps, branch_channels, REFINE_KERNEL, REFINE_CONVS,
-                           refine_hidden, num_heatmaps, num_pafs) for _ in range(stages - 1)]
+                           refine_hidden, num_heatmaps, num_pafs, norm) for _ in range(stages - 1)]
         self.stages = nn.ModuleList([first, *refine])
         _init_convs_(self, init_std)
+        if norm:
+            _init_output_convs_([branch for stage in self.stages for branch in (stage.pafs, stage.confidence)])
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
         feats = self.cpm(self.features(x))
@@ -218,16 +252,20 @@ class SmallPAFNet(nn.Module):
     head_type = "paf"
     output_stride = 8
 
-    def __init__(self, num_heatmaps: int = 19, num_pafs: int = 38, num_joints: int = 17):
+    def __init__(self, num_heatmaps: int = 19, num_pafs: int = 38, num_joints: int = 17,
+                 blocks: Sequence[tuple[int, int]] = SMALL_BLOCKS, head_channels: int = SMALL_HEAD_CHANNELS,
+                 norm: bool = False):
         super().__init__()
         self.num_joints = num_joints
         self.num_heatmaps = num_heatmaps
         self.num_pafs = num_pafs
-        self.features = _vgg_features(SMALL_BLOCKS)
-        width = SMALL_BLOCKS[-1][0]
-        self.head = _conv_stack(width, SMALL_HEAD_CHANNELS, SMALL_HEAD_KERNEL, SMALL_HEAD_CONVS,
-                                SMALL_HEAD_CHANNELS, num_pafs + num_heatmaps)
+        self.features = _vgg_features(blocks, norm=norm)
+        width = blocks[-1][0]
+        self.head = _conv_stack(width, head_channels, SMALL_HEAD_KERNEL, SMALL_HEAD_CONVS,
+                                head_channels, num_pafs + num_heatmaps, norm)
         _init_convs_(self, None)
+        if norm:
+            _init_output_convs_([self.head])
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
         feats = self.features(x)
@@ -319,3 +357,9 @@ def cmu_pose_tiny(num_joints: int = 17, num_heatmaps: int = 19, num_pafs: int = 
 @register_model
 def small_paf_net(num_joints: int = 17, num_heatmaps: int = 19, num_pafs: int = 38) -> SmallPAFNet:
     return SmallPAFNet(num_heatmaps=num_heatmaps, num_pafs=num_pafs, num_joints=num_joints)
+
+
+@register_model
+def small_paf_net_tiny(num_joints: int = 17, num_heatmaps: int = 19, num_pafs: int = 38) -> SmallPAFNet:
+    return SmallPAFNet(num_heatmaps=num_heatmaps, num_pafs=num_pafs, num_joints=num_joints,
+                       blocks=SMALL_TINY_BLOCKS, head_channels=SMALL_TINY_HEAD_CHANNELS, norm=True)

@@ -8,6 +8,14 @@ its codec's targets, optionally with a trained teacher (seed 004, Sec. 3.2-3.3):
 
 P_T is the teacher's last stage on the same augmented input (the teacher runs under no_grad in eval
 mode); E_L2 is `losses.paf.MultiStagePafLoss` with the sample's ignore mask on every term.
+
+With a teacher-output cache (`distill.cache`, `distill/cache.py`) the teacher never runs during
+training: its last stage on every training image, fitted whole into the input, was stored once and
+is warped into each augmented input with the sample's affine. That is an approximation of P_T: the
+warp interpolates (and enlarges, the fitted image being smaller than most augmented inputs), parts of
+the augmented input outside the stored view (the fitted image and its grey padding) are zeros
+(background 1), and a network is not equivariant to scale, so the online teacher answers a zoomed person with its own sigma and limb
+width where the warped maps zoom them too. `posedistill cache CONFIG` measures the difference.
 """
 from __future__ import annotations
 
@@ -21,21 +29,29 @@ from posedistill.tasks.base import OptimGroup, Task
 
 class BottomUpTask(Task):
     """model: returns one (confidence_maps, pafs) per stage; teacher: a FrozenTeacher of the same
-    head (needed for kd_lambda > 0 or a correction); kd_lambda: eq. 5's lambda; correct: none | both |
+    head, or cache: a PAF `TeacherOutputCache` of the training set (exactly one of the two for
+    kd_lambda > 0 or a correction; module docstring); kd_lambda: eq. 5's lambda; correct: none | both |
     confidence_maps | pafs (the maps eq. 2-4 corrects)."""
 
     def __init__(self, model: nn.Module, loss: MultiStagePafLoss, teacher: nn.Module | None = None,
-                 kd_lambda: float = 0.0, correct: str = "none"):
+                 kd_lambda: float = 0.0, correct: str = "none", cache=None):
         super().__init__()
         if correct not in CORRECTIONS:
             raise ValueError(f"BottomUpTask: correct must be one of {CORRECTIONS}, got {correct!r}")
         if not 0.0 <= kd_lambda <= 1.0:
             raise ValueError(f"BottomUpTask: kd_lambda must be in [0, 1], got {kd_lambda}")
-        if (kd_lambda > 0 or correct != "none") and teacher is None:
-            raise ValueError("BottomUpTask: knowledge distillation and label correction need a teacher")
+        uses_teacher = kd_lambda > 0 or correct != "none"
+        if uses_teacher and teacher is None and cache is None:
+            raise ValueError("BottomUpTask: knowledge distillation and label correction need a teacher "
+                             "or a teacher-output cache")
+        if uses_teacher and teacher is not None and cache is not None:
+            raise ValueError("BottomUpTask: give a teacher or a teacher-output cache, not both")
+        if cache is not None and cache.head_type != "paf":
+            raise ValueError(f"BottomUpTask: the teacher-output cache holds {cache.head_type!r} outputs, not PAFs")
         self.model = model
         self.loss = loss
-        self.teacher = teacher if (kd_lambda > 0 or correct != "none") else None
+        self.teacher = teacher if uses_teacher else None
+        self.cache = cache if uses_teacher else None
         self.kd_lambda = float(kd_lambda)
         self.correct = correct
 
@@ -54,7 +70,9 @@ class BottomUpTask(Task):
         maps, pafs, mask = batch["confidence_maps"], batch["pafs"], batch["mask"]
         parts: dict[str, torch.Tensor] = {}
         t_maps = t_pafs = None
-        if self.teacher is not None:
+        if self.cache is not None:
+            t_maps, t_pafs = self.cache.targets(batch, batch["image"].device)
+        elif self.teacher is not None:
             t_maps, t_pafs = self._teacher_maps(batch["image"])
         if self.correct != "none":
             maps, pafs = correct_labels(maps, pafs, t_maps, t_pafs, self.correct)
