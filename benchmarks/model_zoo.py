@@ -41,10 +41,10 @@ PAPER_FIGURES: dict[str, tuple[float | None, float | None, str]] = {
     "simcc_hrnet_w32": (31.0, 8.1, "seed 002 Tab. I 'Ours' (its SimCC row: 28.5M / 7.8, params copied from HRNet)"),
     "cmu_pose": (52.3, None, "seed 004 Sec. 4.3 (at 368x368)"),
     "small_paf_net": (5.2, None, "seed 004 Sec. 4.3 (at 368x368)"),
+    "ikd_student18": (11.3, 2.8, "seed 000 Tab. II (head width guessed: models/pose_resnet.py)"),
 }
 # Students of seed 000 (IKD), whose decoder is not specified; listed for reference, not as the same model.
 OTHER_FIGURES = [
-    ("IKD Student-18 (seed 000 Tab. II)", 11.3, 2.8),
     ("IKD Student-34 (seed 000 Tab. II)", 21.2, 5.3),
     ("IKD distilled student (seed 000 Tab. II)", 12.3, 3.2),
 ]

@@ -40,8 +40,13 @@ def _seeded():
     torch.manual_seed(0)
 
 
+# seed 001's Table 4-5 rows are plain HRNets of other widths / unit counts: the same code path as
+# hrnet_w32, so one small row stands for them (w64 alone would write a ~450 MB ONNX file)
+SAME_PATH_AS_EXPORTED = {n for n in list_models() if n.startswith("elpn_ablation_") and n != "elpn_ablation_w8"}
+
+
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
-                                  for n in list_models()])
+                                  for n in list_models() if n not in SAME_PATH_AS_EXPORTED])
 def test_every_model_exports_with_parity(name, tmp_path):
     model = create_model_at(name, {"num_joints": 17}, input_size=SIZE)
     model.train()                                  # export must switch to eval and switch back

@@ -1,11 +1,16 @@
-"""ELPN-V1/V2 (seed 001): block structure, exact sizes, shapes, gradients, state-dict round trip."""
+"""ELPN-V1/V2 (seed 001): block structure, exact sizes, shapes, gradients, state-dict round trip;
+the plain-HRNet ablation networks of Tables 4-5: sizes against the paper's, tiny forwards."""
 import pytest
 import torch
 import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from posedistill.models import create_model
 from posedistill.models.blocks import DepthwiseSeparableConv, GlobalContextBlock
-from posedistill.models.elpn import EfficientBottleneck, LightweightBasicBlock, elpn
+from posedistill.models.elpn import EfficientBottleneck, LightweightBasicBlock, elpn, elpn_ablation
+from posedistill.models.hrnet import HighResolutionModule
+from posedistill.models.pose_resnet import BasicBlock
+from posedistill.tools.profile import count_gmacs
 
 
 def _n(model: nn.Module) -> int:
@@ -91,3 +96,73 @@ def test_state_dict_round_trip_strict(v1):
     assert "layer1.0.context.conv_mask.weight" in keys
     assert "stage2.0.branches.0.0.conv1.depthwise.weight" in keys
     assert "final_context.channel_add_conv.3.weight" in keys
+
+
+# Tables 4-5 (MPII, 256x256): model -> (params at 16 joints, MACs at 256x256 / 2^30 (the paper's
+# unit, see the module docstring), paper params in M, paper FLOPs in G).
+ABLATION_ROWS = {
+    "elpn_ablation_w8": (2_139_296, 1.840088, 2.1, 1.8),
+    "elpn_ablation_w16": (7_445_872, 3.413086, 7.4, 3.4),
+    "hrnet_w32": (28_536_080, 9.493164, 28.5, 9.5),           # the row both tables share
+    "elpn_ablation_w64": (112_624_720, 33.389648, 112.6, 33.4),
+    "elpn_ablation_eu111": (9_301_712, 4.315918, 10.1, 4.4),
+    "elpn_ablation_eu121": (11_007_120, 5.217285, 11.8, 5.3),
+    "elpn_ablation_eu131": (12_712_528, 6.118652, 13.5, 6.2),
+    "elpn_ablation_eu122": (18_066_192, 6.453857, 18.8, 6.5),
+    "elpn_ablation_eu113": (23_419_856, 6.789063, 23.4, 6.8),
+}
+# Rows the paper counts with the unused outputs of a multi-scale last stage-4 unit (docstring):
+# paper figures, except eu122's FLOPs, which come to 6.6 with them (paper 6.5).
+WITH_MULTI_SCALE_LAST = {"elpn_ablation_eu111": (10.1, 4.4), "elpn_ablation_eu121": (11.8, 5.3),
+                         "elpn_ablation_eu131": (13.5, 6.2), "elpn_ablation_eu122": (18.8, 6.6)}
+
+
+@pytest.mark.parametrize("name", sorted(ABLATION_ROWS))
+def test_ablation_rows_sizes_and_tiny_forward(name):
+    params, gflops, paper_params, paper_flops = ABLATION_ROWS[name]
+    torch.manual_seed(0)
+    model = create_model(name, num_joints=16).eval()
+    assert sum(p.numel() for p in model.parameters()) == params
+    # counted at 64x64: every map is then exactly 1/4 as wide and high as at 256x256 (both sizes are
+    # multiples of 32), so every conv has 1/16 of the positions
+    assert 16 * count_gmacs(model, (64, 64)) * 1e9 / 2 ** 30 == pytest.approx(gflops, abs=1e-6)
+    if name not in WITH_MULTI_SCALE_LAST:
+        assert (round(params / 1e6, 1), round(gflops, 1)) == (paper_params, paper_flops)
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 64, 48))
+    assert out.shape == (1, 16, 16, 12) and torch.isfinite(out).all()
+
+
+def _fuse_extra() -> tuple[int, float]:
+    """Parameters and MACs / 2^30 at 256x256 that a multi-scale last stage-4 unit of width 32 adds."""
+    channels = [32, 64, 128, 256]
+    with torch.device("meta"):
+        units = [HighResolutionModule(BasicBlock, channels, 4, multi_scale_output=m) for m in (True, False)]
+        xs = [torch.zeros(1, c, 64 >> r, 64 >> r) for r, c in enumerate(channels)]   # stride 4 of 256x256
+    counts = []
+    for unit in units:
+        with FlopCounterMode(display=False) as counter:
+            unit(xs)
+        counts.append((sum(p.numel() for p in unit.parameters()), counter.get_total_flops() / 2 / 2 ** 30))
+    return counts[0][0] - counts[1][0], counts[0][1] - counts[1][1]
+
+
+def test_table5_gap_is_the_unused_multi_scale_outputs():
+    extra_params, extra_gflops = _fuse_extra()
+    assert extra_params == 769_984 and extra_gflops == pytest.approx(0.1082, abs=1e-4)
+    for name, expected in WITH_MULTI_SCALE_LAST.items():
+        params, gflops = ABLATION_ROWS[name][:2]
+        assert (round((params + extra_params) / 1e6, 1), round(gflops + extra_gflops, 1)) == expected, name
+
+
+def test_ablation_structure_and_names():
+    with torch.device("meta"):
+        w8 = create_model("elpn_ablation_w8")
+        eu122 = elpn_ablation("EU122")
+    assert [b.__class__ for b in w8.stage4[0].branches[3]] == [BasicBlock] * 4
+    assert w8.final_context is None and w8.final_layer.in_channels == 8
+    assert [len(w8.stage2), len(w8.stage3), len(w8.stage4)] == [1, 4, 3]
+    assert [len(eu122.stage2), len(eu122.stage3), len(eu122.stage4)] == [1, 2, 2]
+    assert [branch[0].conv1.out_channels for branch in eu122.stage4[0].branches] == [32, 64, 128, 256]
+    with pytest.raises(ValueError, match="hrnet_w32"):
+        elpn_ablation("w32")

@@ -1,11 +1,12 @@
-"""FR-SBN (seed 003): full-resolution output, GC blocks in place, SA-MFCD, parameter counts, gradients."""
+"""FR-SBN (seed 003): full-resolution output, GC blocks in place, SA-MFCD, parameter counts, gradients,
+and the Table 1 ablation variants (GC blocks / SA-MFCD / vanilla skip switched)."""
 import pytest
 import torch
 
 blocks = pytest.importorskip("posedistill.models.blocks")
 
 from posedistill.models import create_model  # noqa: E402
-from posedistill.models.fr_sbn import FRSBN, fr_sbn  # noqa: E402
+from posedistill.models.fr_sbn import FRSBN, SAMFCD, fr_sbn  # noqa: E402
 
 # Parameters outside the GC blocks at 17 joints (ResNet + 5 decoders + SA-MFCD + fusion convs + final).
 NON_GC_PARAMS = {34: 29_906_894, 50: 41_518_286, 101: 60_510_414, 152: 76_154_062}
@@ -57,3 +58,86 @@ def test_bad_depth():
         fr_sbn(18)
     with torch.device("meta"):
         assert isinstance(create_model("fr_sbn_r34"), FRSBN)
+
+
+# Table 1 rows (ResNet-34) at 17 joints: name -> (GC blocks, parameters outside them). Obtained once by
+# building each on the meta device and summing p.numel(); by hand: ResNet-34 trunk 21,284,672 + five
+# decoders and final layer 4,786,545 = 26,071,217; the skip fusion convs (512, 384, 320 -> 256, 3x3,
+# + BN) add 2,803,200. The GC variants add the same seven blocks as the full model (71,883 with GCNet's
+# layout at ratio 1/16).
+ABLATION_PARAMS = {
+    "fr_sbn_r34_plain": (0, 26_071_217),
+    "fr_sbn_r34_gcb": (7, 26_071_217),
+    "fr_sbn_r34_gcb_skip": (7, 28_874_417),
+    "fr_sbn_r34": (7, NON_GC_PARAMS[34]),
+}
+
+
+def _structure(model):
+    return repr(model), [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+
+
+@pytest.mark.parametrize("name", sorted(ABLATION_PARAMS))
+def test_ablation_parameter_count(name):
+    with torch.device("meta"):
+        model = create_model(name, num_joints=17)
+    gc = [m for m in model.modules() if isinstance(m, blocks.GlobalContextBlock)]
+    n_gc = sum(p.numel() for m in gc for p in m.parameters())
+    assert (len(gc), sum(p.numel() for p in model.parameters()) - n_gc) == ABLATION_PARAMS[name]
+
+
+def test_both_switches_on_is_the_default():
+    with torch.device("meta"):
+        default = create_model("fr_sbn_r34")
+        explicit = FRSBN(34, gc_blocks=True, fusion="sa_mfcd")
+    assert _structure(explicit) == _structure(default)
+    assert (default.gc_blocks, default.fusion) == (True, "sa_mfcd")
+
+
+def test_gc_off_has_no_gc_module():
+    with torch.device("meta"):
+        model = create_model("fr_sbn_r34_plain")
+    assert not any(isinstance(m, blocks.GlobalContextBlock) for m in model.modules())
+    assert all(getattr(model, n) is None for n in GC_NAMES)
+    assert not any("gc_" in k for k in model.state_dict())
+
+
+@pytest.mark.parametrize("name", ["fr_sbn_r34_plain", "fr_sbn_r34_gcb"])
+def test_without_fusion_the_decoders_are_plain_deconvs(name):
+    with torch.device("meta"):
+        model = create_model(name)
+    assert model.mfcd is None and not any(isinstance(m, SAMFCD) for m in model.modules())
+    decoders = [getattr(model, f"decoder{i}") for i in range(1, 6)]
+    assert [dec.fuse for dec in decoders] == [None] * 5
+    # each decoder is exactly SimpleBaseline's deconv (4x4, stride 2, no bias) + BN + ReLU
+    assert [[type(m).__name__ for m in dec.deconv] for dec in decoders] == \
+        [["ConvTranspose2d", "BatchNorm2d", "ReLU"]] * 5
+
+
+def test_vanilla_skip_fuses_same_resolution_stages():
+    with torch.device("meta"):
+        model = create_model("fr_sbn_r34_gcb_skip")
+    assert model.mfcd is None
+    # decoders 1-3 (1/16, 1/8, 1/4) take ResNet-34 stages 3, 2, 1 (256, 128, 64 channels)
+    assert [model.decoder1.fuse[0].in_channels, model.decoder2.fuse[0].in_channels,
+            model.decoder3.fuse[0].in_channels] == [256 + 256, 256 + 128, 256 + 64]
+    assert [model.decoder4.fuse, model.decoder5.fuse] == [None, None]
+
+
+@pytest.mark.parametrize("gc_blocks,fusion", [(False, "none"), (True, "none"), (False, "skip"), (True, "skip"),
+                                              (True, "sa_mfcd")])
+def test_every_variant_gives_full_resolution_heatmaps(gc_blocks, fusion):
+    model = fr_sbn(34, num_joints=3, mfcd_channels=16, gc_blocks=gc_blocks, fusion=fusion)
+    # 64 x 32: multiples of 32 land every decoder exactly on 1/16 ... 1/1 (see the module docstring)
+    out, feats = model(torch.randn(1, 3, 64, 32), return_features=True)
+    assert out.shape == (1, 3, 64, 32) and feats["head_in"].shape == (1, 32, 64, 32)
+    assert ("mfcd" in feats) == (fusion == "sa_mfcd")
+    out.square().mean().backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
+
+
+def test_bad_switches():
+    with pytest.raises(ValueError, match="attention maps"):
+        fr_sbn(34, gc_blocks=False, fusion="sa_mfcd")
+    with pytest.raises(ValueError, match="fusion 'unet' unknown"):
+        fr_sbn(34, fusion="unet")

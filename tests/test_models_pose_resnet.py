@@ -2,9 +2,11 @@
 import pytest
 import torch
 
+from posedistill.errors import MissingFileError
 from posedistill.models import create_model
 from posedistill.models.pose_resnet import RESNET_SPECS, ResNetEncoder, load_imagenet_resnet, pose_resnet
 from posedistill.models.weights import load_weights
+from posedistill.tools.profile import count_gmacs, count_official_summary_gflops
 
 # Counts of the official SimpleBaseline models at 17 joints (deconv 3 x 256, kernel 4, 1x1 final).
 OFFICIAL_PARAMS = {18: 15_376_721, 34: 25_484_881, 50: 33_999_697, 101: 52_991_825, 152: 68_635_473}
@@ -116,3 +118,55 @@ def test_registered_factories_take_head_width_and_reject_bad_values():
         create_model("simplebaseline_r18", deconv_channels=0)
     with pytest.raises(ValueError, match="num_deconv must be >= 0"):
         create_model("simplebaseline_r34", num_deconv=-1)
+
+
+def _fake_resnet18_file(tmp_path):
+    """A torchvision-layout ResNet-18 state dict (with fc) whose layer1.0.conv1 is all 0.5."""
+    trunk = ResNetEncoder(18).state_dict()
+    trunk["fc.weight"], trunk["fc.bias"] = torch.zeros(1000, 512), torch.zeros(1000)
+    trunk["layer1.0.conv1.weight"] = torch.full_like(trunk["layer1.0.conv1.weight"], 0.5)
+    path = tmp_path / "resnet18.pth"
+    torch.save(trunk, path)
+    return path
+
+
+def test_factories_load_local_imagenet_weights(tmp_path):
+    path = _fake_resnet18_file(tmp_path)
+    for name in ("ikd_student18", "simplebaseline_r18"):
+        model = create_model(name, num_joints=3, imagenet_weights=str(path))
+        assert torch.all(model.layer1[0].conv1.weight == 0.5), name
+    assert not torch.all(create_model("ikd_student18", num_joints=3).layer1[0].conv1.weight == 0.5)
+    with pytest.raises(MissingFileError, match="nope.pth"):
+        create_model("ikd_student18", imagenet_weights=str(tmp_path / "nope.pth"))
+    with pytest.raises(ValueError, match="ResNet-34 trunk"):    # an R18 file for an R34 trunk
+        create_model("simplebaseline_r34", imagenet_weights=str(path))
+
+
+def test_ikd_student18_size_against_the_paper():
+    # IKD Table II, Student-18 at 256x192: 11.3M params, 2.8 GFLOPs in the official summary tool's
+    # unit (its TeachNet rows are that tool's SimpleBaseline figures); why the head is 3 x 128: the
+    # module docstring. Counted at 128x96: every map of this network is then exactly half as wide
+    # and high as at 256x192 (both sizes are multiples of 32), so every (de)conv has 1/4 the positions.
+    model = create_model("ikd_student18", num_joints=17)
+    assert [m.out_channels for m in model.deconv_layers if isinstance(m, torch.nn.ConvTranspose2d)] == [128] * 3
+    assert model.output_stride == 4      # same heatmap size as the ResNet-50 teacher (logit distillation)
+    assert sum(p.numel() for p in model.parameters()) == 12_752_337          # paper 11.3M
+    assert 4 * count_gmacs(model, (96, 128)) == pytest.approx(2.085224, abs=1e-6)
+    assert 4 * count_official_summary_gflops(model, (96, 128)) == pytest.approx(2.7858, abs=1e-4)   # paper 2.8
+    trunk = sum(p.numel() for n, p in model.named_parameters() if n.startswith(model.backbone_prefixes()))
+    assert trunk == 11_176_512
+
+
+def test_no_resnet18_head_meets_both_student18_figures():
+    # 11.3M leaves <= 0.17M for the head; the 3 x 16 head that fits it reaches only 1.69 GFLOPs
+    with torch.device("meta"):
+        narrow = pose_resnet(18, 17, deconv_channels=16)
+    assert sum(p.numel() for p in narrow.parameters()) == 11_316_161
+    assert count_official_summary_gflops(narrow, (192, 256)) == pytest.approx(1.693, abs=1e-3)
+
+
+def test_ikd_student18_tiny_forward():
+    model = create_model("ikd_student18", num_joints=5).eval()
+    out, feats = model(torch.randn(1, 3, 64, 32), return_features=True)   # sides multiples of 32
+    assert out.shape == (1, 5, 16, 8) and feats["head_in"].shape == (1, 128, 16, 8)
+    assert feats["backbone"].shape == (1, 512, 2, 1) and torch.isfinite(out).all()

@@ -382,3 +382,18 @@ def test_cli_defect_flags(tmp_path):
     assert (out / "annotations" / "complete_keypoints_train.json").is_file()
     with pytest.raises(SystemExit):
         main(["synth", "--out", str(out), "--images", "1", "--missing-person-rate", "2"])
+
+
+def test_cli_people_and_person_height(tmp_path):
+    """--people and --person-height replace the preset's ranges: 2 people per image, each ~0.9 of the
+    image tall (the box of a standing person spans most of its height)."""
+    out = tmp_path / "big"
+    assert main(["synth", "--out", str(out), "--images", "4", "--size", "96x96", "--difficulty", "easy",
+                 "--people", "2", "2", "--person-height", "0.9", "0.9", "--truncation-rate", "0"]) == 0
+    data = json.loads((out / "annotations" / "person_keypoints_train.json").read_text())
+    per_image = {}
+    for ann in data["annotations"]:
+        per_image.setdefault(ann["image_id"], []).append(ann["bbox"][3])
+    assert sorted(len(v) for v in per_image.values()) == [2, 2, 2, 2]
+    assert max(h for v in per_image.values() for h in v) > 0.6 * 96
+    assert cli_main(["data", "synth", "--out", str(out), "--images", "1", "--people", "3", "1"]) == 2

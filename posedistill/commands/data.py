@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from posedistill.errors import InputError
 from posedistill.data.synth_render import DIFFICULTY
 from posedistill.commands.common import parse_size
 from posedistill.data.synthetic import FORMATS, generate_dataset, generate_video, scene_config
@@ -67,8 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--people", type=int, default=3)
     args = p.parse_args(argv)
     if args.cmd == "synth":
-        scene = scene_config(args.difficulty, **({"people": tuple(args.people)} if args.people else {}),
-                             **({"height_frac": tuple(args.person_height)} if args.person_height else {}))
+        try:
+            scene = scene_config(args.difficulty, **({"people": tuple(args.people)} if args.people else {}),
+                                 **({"height_frac": tuple(args.person_height)} if args.person_height else {}))
+        except ValueError as e:     # SceneConfig's own check, said in the flags' words
+            raise InputError(f"--people / --person-height: {e}") from None
         res = generate_dataset(args.out, args.images, args.seed, fmt=args.format, size=args.size,
                                difficulty=args.difficulty, scene=scene, missing_label_rate=args.missing_label_rate,
                                split=args.split_name, segmentation=not args.no_segmentation,

@@ -53,8 +53,31 @@ R34 29,906,894 parameters outside the seven GC blocks, plus 71,883 for GCNet-lay
 21.3 GFLOPs for R34 without the SA-MFCD / fusion widths. Widening F changes both: F = 512 gives
 32.5M parameters but also far more MACs (F = 448 already 27.1 GMACs), so F = 256 matches the
 paper's compute better and its parameter count less well; the 3M gap is in those unstated widths.
+
+Ablation switches (paper section 4.2, Table 1). Stated by the paper: every row uses ResNet-34 at
+256x192; the rows are SBN-34 (69.8 AP), FR-SBN (71.0: the five decoders only), FR-SBN+GCB (71.6),
+FR-SBN+GCB+skip (71.7: "the vanilla skip-connection" instead of SA-MFCD) and FR-SBN+GCB+SA-MFCD
+(72.5, the full model). There is no row with SA-MFCD but without GC blocks. `FRSBN` takes
+`gc_blocks: bool` (False: no GC block anywhere, neither after the four stages nor after decoders
+1-3) and `fusion` in `FR_SBN_FUSIONS` (how encoder features reach the decoders: "sa_mfcd", "skip" or
+"none", where "none" leaves five plain deconv + BN + ReLU decoders, the FR-SBN row). Registered rows:
+`simplebaseline_r34` (SBN-34, in pose_resnet), `fr_sbn_r34_plain` (FR-SBN), `fr_sbn_r34_gcb`
+(FR-SBN+GCB), `fr_sbn_r34_gcb_skip` (FR-SBN+GCB+skip), `fr_sbn_r34` (full).
+
+Choices the paper leaves open for the ablation (ours):
+- The vanilla skip is U-Net style as the paper's section 3.3 describes skips (encoder and decoder
+  maps of the same resolution, concatenated): the GC-enhanced stage 3, 2, 1 outputs (1/16, 1/8,
+  1/4) go to decoders 1, 2, 3, each concatenated with the deconv output and fused by the same
+  3x3 conv + BN + ReLU to the decoder's width as SA-MFCD's fusion; decoders 4 and 5 stay plain
+  (the encoder has no 1/2 map after the stem's max-pool). Without GC blocks the stage outputs
+  themselves are used.
+- SA-MFCD without GC blocks is refused (ValueError): its attention input is the GC blocks'
+  softmax maps, and the paper defines no stand-in.
+- `mfcd_channels` is unused unless `fusion="sa_mfcd"`; the defaults build exactly the full model.
 """
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -66,12 +89,23 @@ from posedistill.models.registry import register_model
 
 FR_SBN_DEPTHS = (34, 50, 101, 152)
 DECODER_CHANNELS = (256, 256, 256, 128, 32)
+FR_SBN_FUSIONS = ("sa_mfcd", "skip", "none")
+Fusion = Literal["sa_mfcd", "skip", "none"]
 
 
 def _resize(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     if x.shape[-2:] == ref.shape[-2:]:
         return x
     return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def _apply_gc(block: nn.Module | None, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(features, attention or None) for a GC slot; a variant without GC blocks has None there and
+    passes the features through, so one forward serves every ablation row."""
+    if block is None:
+        return x, None
+    y = block(x)
+    return y if isinstance(y, tuple) else (y, None)
 
 
 class ConvBNReLU(nn.Sequential):
@@ -104,7 +138,7 @@ class SAMFCD(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Deconv (x2) + BN + ReLU, optionally concatenated with SA-MFCD features and fused by 3x3 conv."""
+    """Deconv (x2) + BN + ReLU, optionally concatenated with SA-MFCD or skip features and fused by 3x3 conv."""
 
     def __init__(self, in_channels: int, out_channels: int, skip_channels: int = 0, kernel: int = 4):
         super().__init__()
@@ -113,40 +147,55 @@ class Decoder(nn.Module):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         x = self.deconv(x)
+        if self.fuse is None and skip is not None:
+            # dropping the encoder features silently would hide a miswired ablation variant
+            raise ValueError("this decoder has no fusion conv; skip features given")
         if self.fuse is not None:
             if skip is None:
-                raise ValueError("this decoder fuses SA-MFCD features; skip=None given")
+                raise ValueError("this decoder fuses encoder (SA-MFCD or skip) features; skip=None given")
             x = self.fuse(torch.cat([x, _resize(skip, x)], dim=1))
         return x
 
 
 class FRSBN(ResNetEncoder):
-    """FR-SBN + GCB + SA-MFCD with a ResNet-`depth` encoder; see the module docstring."""
+    """FR-SBN (+ GCB) (+ SA-MFCD or vanilla skip) with a ResNet-`depth` encoder; see the module
+    docstring. The defaults (`gc_blocks=True`, `fusion="sa_mfcd"`) are the paper's full model."""
 
     head_type = "heatmap"
     output_stride = 1
 
     def __init__(self, depth: int, num_joints: int = 17, mfcd_channels: int = 256, gc_ratio: float = 1 / 16,
-                 decoder_channels: tuple[int, ...] = DECODER_CHANNELS):
+                 decoder_channels: tuple[int, ...] = DECODER_CHANNELS, gc_blocks: bool = True,
+                 fusion: Fusion = "sa_mfcd"):
         super().__init__(depth)
         if len(decoder_channels) != 5:
             raise ValueError(f"FR-SBN has five decoders; decoder_channels has {len(decoder_channels)} entries")
+        if fusion not in FR_SBN_FUSIONS:
+            raise ValueError(f"FR-SBN fusion {fusion!r} unknown; choose one of {FR_SBN_FUSIONS}")
+        if fusion == "sa_mfcd" and not gc_blocks:
+            raise ValueError("SA-MFCD fuses the GC blocks' attention maps; "
+                             "gc_blocks=False needs fusion 'skip' or 'none'")
         c2, c3, c4, c5 = self.stage_channels
         d = decoder_channels
         self.num_joints = num_joints
-        self.gc_layer1 = GlobalContextBlock(c2, ratio=gc_ratio, return_attention=True)
-        self.gc_layer2 = GlobalContextBlock(c3, ratio=gc_ratio, return_attention=True)
-        self.gc_layer3 = GlobalContextBlock(c4, ratio=gc_ratio, return_attention=True)
-        self.gc_layer4 = GlobalContextBlock(c5, ratio=gc_ratio)
-        self.mfcd = SAMFCD((c2, c3, c4), mfcd_channels)
-        self.decoder1 = Decoder(c5, d[0])
-        self.decoder2 = Decoder(d[0], d[1], mfcd_channels)
-        self.decoder3 = Decoder(d[1], d[2], mfcd_channels)
-        self.decoder4 = Decoder(d[2], d[3], mfcd_channels)
+        self.gc_blocks = gc_blocks
+        self.fusion = fusion
+        # construction order as in the full model, so its state_dict order and seeded init are unchanged
+        self.gc_layer1 = GlobalContextBlock(c2, ratio=gc_ratio, return_attention=True) if gc_blocks else None
+        self.gc_layer2 = GlobalContextBlock(c3, ratio=gc_ratio, return_attention=True) if gc_blocks else None
+        self.gc_layer3 = GlobalContextBlock(c4, ratio=gc_ratio, return_attention=True) if gc_blocks else None
+        self.gc_layer4 = GlobalContextBlock(c5, ratio=gc_ratio) if gc_blocks else None
+        self.mfcd = SAMFCD((c2, c3, c4), mfcd_channels) if fusion == "sa_mfcd" else None
+        m = mfcd_channels
+        skip = {"sa_mfcd": (0, m, m, m), "skip": (c4, c3, c2, 0), "none": (0, 0, 0, 0)}[fusion]
+        self.decoder1 = Decoder(c5, d[0], skip[0])
+        self.decoder2 = Decoder(d[0], d[1], skip[1])
+        self.decoder3 = Decoder(d[1], d[2], skip[2])
+        self.decoder4 = Decoder(d[2], d[3], skip[3])
         self.decoder5 = Decoder(d[3], d[4])
-        self.gc_decoder1 = GlobalContextBlock(d[0], ratio=gc_ratio)
-        self.gc_decoder2 = GlobalContextBlock(d[1], ratio=gc_ratio)
-        self.gc_decoder3 = GlobalContextBlock(d[2], ratio=gc_ratio)
+        self.gc_decoder1 = GlobalContextBlock(d[0], ratio=gc_ratio) if gc_blocks else None
+        self.gc_decoder2 = GlobalContextBlock(d[1], ratio=gc_ratio) if gc_blocks else None
+        self.gc_decoder3 = GlobalContextBlock(d[2], ratio=gc_ratio) if gc_blocks else None
         self.final_layer = nn.Conv2d(d[4], num_joints, 1)
         for dec in (self.decoder1, self.decoder2, self.decoder3, self.decoder4, self.decoder5):
             init_head_(dec.deconv)
@@ -154,28 +203,37 @@ class FRSBN(ResNetEncoder):
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
         x = self.stem(x)
-        e1, a1 = self.gc_layer1(self.layer1(x))
-        e2, a2 = self.gc_layer2(self.layer2(e1))
-        e3, a3 = self.gc_layer3(self.layer3(e2))
-        e4 = self.gc_layer4(self.layer4(e3))
-        refined, attention = self.mfcd([e1, e2, e3], [a1, a2, a3])
-        y = self.gc_decoder1(self.decoder1(e4))
-        y = self.gc_decoder2(self.decoder2(y, refined))   # SA-MFCD resized to 1/8
-        y = self.gc_decoder3(self.decoder3(y, refined))   # 1/4
-        y = self.decoder4(y, refined)                     # 1/2
+        e1, a1 = _apply_gc(self.gc_layer1, self.layer1(x))
+        e2, a2 = _apply_gc(self.gc_layer2, self.layer2(e1))
+        e3, a3 = _apply_gc(self.gc_layer3, self.layer3(e2))
+        e4, _ = _apply_gc(self.gc_layer4, self.layer4(e3))
+        feats = {"c2": e1, "c3": e2, "c4": e3, "backbone": e4}
+        if self.mfcd is not None:
+            refined, attention = self.mfcd([e1, e2, e3], [a1, a2, a3])
+            feats.update(mfcd=refined, mfcd_attention=attention)
+            skips = (None, refined, refined, refined)   # resized to 1/8, 1/4, 1/2 in decoders 2-4
+        elif self.fusion == "skip":
+            skips = (e3, e2, e1, None)                  # same resolution as decoders 1-3: 1/16, 1/8, 1/4
+        else:
+            skips = (None, None, None, None)
+        y, _ = _apply_gc(self.gc_decoder1, self.decoder1(e4, skips[0]))
+        y, _ = _apply_gc(self.gc_decoder2, self.decoder2(y, skips[1]))
+        y, _ = _apply_gc(self.gc_decoder3, self.decoder3(y, skips[2]))
+        y = self.decoder4(y, skips[3])                  # 1/2
         head_in = self.decoder5(y)                        # 1/1, 32 channels
         out = self.final_layer(head_in)
         if not return_features:
             return out
-        return out, {"c2": e1, "c3": e2, "c4": e3, "backbone": e4, "mfcd": refined,
-                     "mfcd_attention": attention, "head_in": head_in}
+        feats["head_in"] = head_in
+        return out, feats
 
 
-def fr_sbn(depth: int, num_joints: int = 17, mfcd_channels: int = 256) -> FRSBN:
-    """FR-SBN + GCB + SA-MFCD with a ResNet-`depth` encoder (34, 50, 101, 152)."""
+def fr_sbn(depth: int, num_joints: int = 17, mfcd_channels: int = 256, gc_blocks: bool = True,
+           fusion: Fusion = "sa_mfcd") -> FRSBN:
+    """FR-SBN with a ResNet-`depth` encoder (34, 50, 101, 152); the defaults are FR-SBN + GCB + SA-MFCD."""
     if depth not in FR_SBN_DEPTHS:
         raise ValueError(f"FR-SBN depth {depth} not supported; choose one of {FR_SBN_DEPTHS}")
-    return FRSBN(depth, num_joints, mfcd_channels)
+    return FRSBN(depth, num_joints, mfcd_channels, gc_blocks=gc_blocks, fusion=fusion)
 
 
 @register_model
@@ -196,3 +254,22 @@ def fr_sbn_r101(num_joints: int = 17) -> FRSBN:
 @register_model
 def fr_sbn_r152(num_joints: int = 17) -> FRSBN:
     return fr_sbn(152, num_joints)
+
+
+# Table 1 ablation rows (ResNet-34, as in the paper); SBN-34 is `simplebaseline_r34`, the full row `fr_sbn_r34`.
+@register_model
+def fr_sbn_r34_plain(num_joints: int = 17) -> FRSBN:
+    """Table 1 "FR-SBN": five plain deconv decoders, no GC blocks, no encoder features in the decoders."""
+    return fr_sbn(34, num_joints, gc_blocks=False, fusion="none")
+
+
+@register_model
+def fr_sbn_r34_gcb(num_joints: int = 17) -> FRSBN:
+    """Table 1 "FR-SBN+GCB": the seven GC blocks, no encoder features in the decoders."""
+    return fr_sbn(34, num_joints, fusion="none")
+
+
+@register_model
+def fr_sbn_r34_gcb_skip(num_joints: int = 17) -> FRSBN:
+    """Table 1 "FR-SBN+GCB+skip": same-resolution skips (stages 3, 2, 1 -> decoders 1, 2, 3), no SA-MFCD."""
+    return fr_sbn(34, num_joints, fusion="skip")

@@ -11,6 +11,26 @@ conv), `deconv_layers.{3i, 3i+1}` (ConvTranspose2d / BatchNorm2d; ReLU at 3i+2 h
 
 Parameter counts at 17 joints (pinned in tests/test_models_pose_resnet.py):
 R18 15,376,721 - R34 25,484,881 - R50 33,999,697 - R101 52,991,825 - R152 68,635,473.
+
+`imagenet_weights` (every factory) names a local torchvision-layout ResNet state dict that
+`load_imagenet_resnet` copies into the trunk; nothing is ever downloaded.
+
+IKD's "Student-18" (seed 000, Table II: COCO val2017, "the input size is 256x192", 11.3M params,
+2.8 GFLOPs, 182 FPS) is `ikd_student18`. What the paper fixes: a ResNet-18 backbone followed by a
+decoder that upsamples to heatmaps (Sec. II-A, Fig. 1), i.e. this SimpleBaseline layout. Its heatmaps
+are compared pixel by pixel with those of the stride-4 ResNet-50 SimpleBaseline teacher (logit and
+structure distillation), so the head keeps three stride-2 deconvs. Table II's Student-18 AP 65.1 is
+Table V's "ResNet-18 + ImN" (ImageNet initialisation), although Sec. III-A says the ResNet-18 is
+trained from scratch; hence `imagenet_weights`.
+Guessed: the head width. No ResNet-18 + deconv head meets both figures: the trunk alone has
+11,176,512 parameters, so 11.3M leaves at most ~0.17M for the head, and such heads stay below 1.7
+GFLOPs (3 x 16 channels: 11,316,161 params, 1.69). The GFLOPs column is the better-kept one: its
+TeachNet-50/101/152 rows (8.9 / 12.4 / 15.7) are what the official HRNet/SimpleBaseline summary tool
+gives for the 3 x 256 SimpleBaselines at 256x192 (`count_official_summary_gflops`: 8.99 / 12.38 /
+15.76; the README's model zoo compares in this unit), while its params column puts Student-34
+(21.2M) below ResNet-34's own trunk (21,284,672). So the student keeps SimpleBaseline's three
+4x4 deconvs at half the width, 128 channels: 12,752,337 params (paper 11.3M), 2.085 GMACs and 2.79
+official-tool GFLOPs at 256x192 (paper 2.8); at 256x256 (MPII), 2.78 GMACs / 3.71.
 """
 from __future__ import annotations
 
@@ -20,6 +40,7 @@ import torch
 import torch.nn as nn
 
 from posedistill.models.registry import register_model
+from posedistill.models.weights import safe_load
 
 # depth -> (block type, blocks per stage). The ResNet table of He et al. 2016.
 RESNET_SPECS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
@@ -205,34 +226,51 @@ class PoseResNet(ResNetEncoder):
 
 
 def pose_resnet(depth: int, num_joints: int = 17, deconv_channels: int = 256, num_deconv: int = 3,
-                deconv_kernel: int = 4, final_kernel: int = 1) -> PoseResNet:
-    """SimpleBaseline with a ResNet-`depth` encoder (18, 34, 50, 101, 152)."""
-    return PoseResNet(depth, num_joints, deconv_channels, num_deconv, deconv_kernel, final_kernel)
+                deconv_kernel: int = 4, final_kernel: int = 1, imagenet_weights: str = "") -> PoseResNet:
+    """SimpleBaseline with a ResNet-`depth` encoder (18, 34, 50, 101, 152); `imagenet_weights`
+    names a local torchvision-layout ResNet state dict loaded into the trunk (`load_imagenet_resnet`)."""
+    model = PoseResNet(depth, num_joints, deconv_channels, num_deconv, deconv_kernel, final_kernel)
+    if imagenet_weights:
+        load_imagenet_resnet(model, imagenet_weights)
+    return model
 
 
 @register_model
-def simplebaseline_r18(num_joints: int = 17, deconv_channels: int = 256, num_deconv: int = 3) -> PoseResNet:
-    return pose_resnet(18, num_joints, deconv_channels, num_deconv)
+def simplebaseline_r18(num_joints: int = 17, deconv_channels: int = 256, num_deconv: int = 3,
+                       imagenet_weights: str = "") -> PoseResNet:
+    return pose_resnet(18, num_joints, deconv_channels, num_deconv, imagenet_weights=imagenet_weights)
 
 
 @register_model
-def simplebaseline_r34(num_joints: int = 17, deconv_channels: int = 256, num_deconv: int = 3) -> PoseResNet:
-    return pose_resnet(34, num_joints, deconv_channels, num_deconv)
+def simplebaseline_r34(num_joints: int = 17, deconv_channels: int = 256, num_deconv: int = 3,
+                       imagenet_weights: str = "") -> PoseResNet:
+    return pose_resnet(34, num_joints, deconv_channels, num_deconv, imagenet_weights=imagenet_weights)
 
 
 @register_model
-def simplebaseline_r50(num_joints: int = 17, deconv_channels: int = 256, num_deconv: int = 3) -> PoseResNet:
-    return pose_resnet(50, num_joints, deconv_channels, num_deconv)
+def simplebaseline_r50(num_joints: int = 17, deconv_channels: int = 256, num_deconv: int = 3,
+                       imagenet_weights: str = "") -> PoseResNet:
+    return pose_resnet(50, num_joints, deconv_channels, num_deconv, imagenet_weights=imagenet_weights)
 
 
 @register_model
-def simplebaseline_r101(num_joints: int = 17, deconv_channels: int = 256, num_deconv: int = 3) -> PoseResNet:
-    return pose_resnet(101, num_joints, deconv_channels, num_deconv)
+def simplebaseline_r101(num_joints: int = 17, deconv_channels: int = 256, num_deconv: int = 3,
+                        imagenet_weights: str = "") -> PoseResNet:
+    return pose_resnet(101, num_joints, deconv_channels, num_deconv, imagenet_weights=imagenet_weights)
 
 
 @register_model
-def simplebaseline_r152(num_joints: int = 17, deconv_channels: int = 256, num_deconv: int = 3) -> PoseResNet:
-    return pose_resnet(152, num_joints, deconv_channels, num_deconv)
+def simplebaseline_r152(num_joints: int = 17, deconv_channels: int = 256, num_deconv: int = 3,
+                        imagenet_weights: str = "") -> PoseResNet:
+    return pose_resnet(152, num_joints, deconv_channels, num_deconv, imagenet_weights=imagenet_weights)
+
+
+@register_model
+def ikd_student18(num_joints: int = 17, deconv_channels: int = 128, num_deconv: int = 3,
+                  imagenet_weights: str = "") -> PoseResNet:
+    """IKD's Student-18 (seed 000, Table II): ResNet-18 + three 128-channel deconvs; the width is a
+    guess (module docstring)."""
+    return pose_resnet(18, num_joints, deconv_channels, num_deconv, imagenet_weights=imagenet_weights)
 
 
 def load_imagenet_resnet(model: ResNetEncoder, path: str | os.PathLike, map_location: str = "cpu") -> list[str]:
@@ -240,10 +278,11 @@ def load_imagenet_resnet(model: ResNetEncoder, path: str | os.PathLike, map_loca
 
     `fc.*` is dropped. Every trunk key of the model must be present with the right shape and no
     other key may remain; otherwise a ValueError names the file and the missing / unexpected /
-    mis-shaped keys. Returns the list of model keys that were left at their initialisation
+    mis-shaped keys (MissingFileError / CheckpointError for a missing or unreadable file: `safe_load`,
+    weights_only). Returns the list of model keys that were left at their initialisation
     (the head: deconv layers, final layer, anything outside the trunk)."""
     path = os.fspath(path)
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    state = safe_load(path, map_location)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
