@@ -3,6 +3,7 @@ ablation's variants and table, and the command table of `posedistill`."""
 from __future__ import annotations
 
 import importlib
+import json
 
 from pathlib import Path
 
@@ -148,6 +149,22 @@ def test_ablation_run_resumes_a_cut_short_run_and_reuses_a_finished_one(tmp_path
     row = ablate._run(None, "v", "", 0, run_dir)
     assert calls == [str(run_dir / "last.pth")] and row["AP"] == 0.25 and row["best_AP"] == 0.3
     assert ablate._run(None, "v", "", 0, run_dir)["AP"] == 0.25 and len(calls) == 1   # result.json reused
+
+
+def test_ablate_report_tabulates_finished_runs_and_trains_nothing(tmp_path, capsys):
+    out = tmp_path / "tables"
+    args = ["ablate", "configs/seed004_synth_small.yaml", "--plan", "configs/plans/seed004_tables.yaml",
+            "--seeds", "0", "1", "--out", str(out), "--report"]
+    assert cli_main(args) == 2 and "does not exist" in capsys.readouterr().err
+    for variant, seed, ap in (("small-baseline", 0, 0.04), ("small-baseline", 1, 0.05), ("small-lc", 0, 0.06),
+                              ("small-lc", 1, 0.06)):
+        (out / variant / f"seed_{seed}").mkdir(parents=True)
+        (out / variant / f"seed_{seed}" / "result.json").write_text(
+            json.dumps({"variant": variant, "terms": "", "seed": seed, "AP": ap}))
+    assert cli_main(args) == 0
+    md = (out / "ablation.md").read_text()
+    assert "| small-baseline | none | 0,1 | 4.50 +- 0.71 |" in md and "small-kd" not in md
+    assert "| small-lc | none | 0,1 | 6.00 +- 0.00 | +1.50 [-4.85, +7.85] |" in md   # diffs 2, 1: t(0.975, 1) = 12.706
 
 
 def test_ablate_without_teacher_checkpoint_says_so(tmp_path, capsys):

@@ -356,6 +356,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", metavar="FILE", help="named variants with stage-1 terms and optional stage 2 (YAML; "
                                                   "see configs/plans/)")
     p.add_argument("--out", default="runs/ablation", metavar="DIR", help="output folder (default runs/ablation)")
+    p.add_argument("--report", action="store_true",
+                   help="train nothing: write the tables of the runs already finished in OUT (a table built over "
+                        "several sittings)")
     p.add_argument("--teacher-config", metavar="CONFIG",
                    help="train the teacher with this recipe once (into OUT/teacher) when distill.teacher.checkpoint "
                         "is empty; the same overrides are applied")
@@ -374,6 +377,31 @@ def _own_recipes(args, cfg, variants: list[Variant]) -> dict[str, object]:
             extra = [f"distill.teacher.model={recipes.get(v.teacher, cfg).model.name}"]
         recipes[v.name] = load_config(v.config or args.config, [*args.overrides, *v.overrides, *extra])
     return recipes
+
+
+def _result_file(v: Variant, seed: int, out: Path) -> Path:
+    """Where `_run` leaves the row of variant `v`, seed `seed` (the folders of `_run_variant` /
+    `_run_own_variant`)."""
+    if v.own_run:
+        return out / v.name / f"seed_{seed}" / "result.json"
+    s1 = stage1_name(v.terms)
+    return out / (f"{s1}@refine-{v.refine}" if v.refine else s1) / f"seed_{seed}" / "result.json"
+
+
+def _finished_rows(variants: list[Variant], seeds: list[int], out: Path) -> list[dict]:
+    """The rows of every (variant, seed) run already finished in OUT, plan order (`--report`)."""
+    if not out.is_dir():
+        raise InputError(f"--report: {out} does not exist (no ablation ran there)")
+    rows = [{**json.loads(f.read_text()), "variant": v.name} for seed in seeds for v in variants
+            if (f := _result_file(v, seed, out)).is_file()]
+    if not rows:
+        raise InputError(f"--report: no finished run (VARIANT/seed_S/result.json) of this plan in {out}")
+    return rows
+
+
+def _stored_teacher_row(out: Path) -> dict | None:
+    teacher_file = out / "teacher_eval.json"
+    return json.loads(teacher_file.read_text()) if teacher_file.is_file() else None
 
 
 def _needs_recipe_teacher(variants: list[Variant]) -> bool:
@@ -396,6 +424,12 @@ def main(argv: list[str] | None = None) -> int:
             check_refine_recipe(cfg, refine_cfg, refine_path)
     else:
         variants = [Variant(n, t) for n, t in variants_for(cfg.distill.terms, args.terms or list(cfg.distill.terms))]
+    references = {v.name: v.reference or reference for v in variants}
+    if args.report:
+        md = write_tables(_finished_rows(variants, args.seeds, out), _stored_teacher_row(out), out, command,
+                          references)
+        print(md)
+        return 0
     needs_teacher = _needs_recipe_teacher(variants) or not args.plan
     if needs_teacher and (not cfg.distill.teacher.model or not cfg.distill.terms):
         raise ConfigError(f"{args.config}: distill.teacher.model and distill.terms must be set for an ablation")
@@ -407,7 +441,6 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = _teacher_checkpoint(cfg, teacher_cfg, out) if needs_teacher else ""
     cfg = dataclasses.replace(cfg, distill=dataclasses.replace(
         cfg.distill, teacher=dataclasses.replace(cfg.distill.teacher, checkpoint=str(ckpt))))
-    references = {v.name: v.reference or reference for v in variants}
     rows: list[dict] = []
     for seed in args.seeds:
         for v in variants:
