@@ -91,7 +91,7 @@ def predict(model: nn.Module, loader: DataLoader, codec, meta: KeypointMeta, dev
     return [unique[i] for i in sorted(unique)]
 
 
-def _people_records(batch: dict, i: int, people: np.ndarray, scores: np.ndarray) -> list[dict]:
+def people_records(batch: dict, i: int, people: np.ndarray, scores: np.ndarray) -> list[dict]:
     """Prediction dicts of the people found in sample `i` of a bottom-up batch, in image pixels."""
     inverse = batch["inverse_affine"][i].double().numpy()
     out = []
@@ -156,7 +156,7 @@ def predict_bottomup(model: nn.Module, loader: DataLoader, codec, device: torch.
             maps, pafs = bottomup_maps(model, images, codec, flip_test=flip_test, scales=scales)
         for i in range(images.shape[0]):
             people, scores = codec.decode(maps[i], pafs[i])
-            preds += _people_records(batch, i, people, scores)
+            preds += people_records(batch, i, people, scores)
     model.train(was_training)
     unique: dict[tuple[int, int], dict] = {}
     for rank_preds in dist.all_gather_object(preds):

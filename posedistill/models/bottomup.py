@@ -59,10 +59,9 @@ branch convs 24 wide (3x3 in stage 1, 7x7 after, counts kept), hidden 1x1 128 in
 after, 2 stages (stage 1 + one refinement), and BatchNorm after every conv but the outputs (convs
 then without bias). Init LeCun normal, as the small NN: it has no ImageNet weights to start from
 (`load_vgg19_weights` does not fit its widths), and CMU's N(0, 0.01) leaves its outputs at std
-~1e-16 at init. The BatchNorm is there because a CPU budget is a few thousand steps: without it
-these plain conv stacks still predicted all-background maps (keypoint peaks ~0.07, PAFs ~0.005)
-after 150 Adam steps at 1e-3 on the seed 004 synthetic recipe. With BatchNorm the output convs
-start at N(0, 0.01) (`_init_output_convs_`, which says why).
+~1e-16 at init. The BatchNorm is there because a CPU budget is a few thousand steps, in which
+these plain conv stacks barely left the all-background prediction on the seed 004 synthetic
+recipe. With BatchNorm the output convs start at N(0, 0.01) (`_init_output_convs_`, which says why).
 `small_paf_net_tiny`: the small NN with every width a quarter (blocks 8/16/32/32, head 32) and the
 same BatchNorm and output init, the synthetic student (a third of cmu_pose_tiny's GMACs, as the
 small NN is an eighth of CMU-Pose's). `cmu_pose` and `small_paf_net`
@@ -153,10 +152,10 @@ def _conv_stack(in_channels: int, channels: int, kernel: int, convs: int, hidden
 
 def _init_output_convs_(stacks: Sequence[nn.Sequential], std: float = CMU_INIT_STD) -> None:
     """The last (output) conv of each branch: N(0, std), bias 0. For the BatchNorm variants: with
-    LeCun normal there the outputs start at std ~1 (BatchNorm keeps the features at unit scale), and
-    the first few hundred steps go to shrinking them: on one batch of 8 synthetic images,
-    small_paf_net_tiny was still at 0.70x the all-background loss after 300 Adam steps (lr 1e-3), and
-    at 0.20x with its output convs at N(0, 0.001) (CMU's 0.01 for every conv is used here)."""
+    LeCun normal there the outputs start at std ~1 (BatchNorm keeps the features at unit scale, see
+    tests/test_models_bottomup.py), far above the 0..1 targets, and a short CPU run spent its first
+    hundreds of Adam steps shrinking them (one batch of synthetic images did not even overfit in 300
+    steps); CMU's N(0, 0.01), its init for every conv, starts them near zero instead."""
     for stack in stacks:
         nn.init.normal_(stack[-1].weight, std=std)
         nn.init.zeros_(stack[-1].bias)
