@@ -119,7 +119,6 @@ def test_ablation_plan_variants_with_own_recipe_teacher_and_reference(tmp_path):
     teacher = TeacherConfig(model="cmu_pose_tiny", checkpoint="t/last.pth")
     run = variant_config(cfg, {}, 2, tmp_path / "r", teacher)
     assert run.distill.label_correction == "pafs" and run.distill.teacher.checkpoint == "t/last.pth"
-    assert run.distill.cache
     assert variant_config(cfg, {}, 2, tmp_path / "r").distill.teacher.model == ""   # baseline: no teacher
     bad = tmp_path / "plan.yaml"
     bad.write_text("variants: {a: {teacher: b}, b: {}}\n")
