@@ -20,10 +20,9 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from helpers import data_overrides
+from helpers import data_overrides, tiny_bottomup_splits
 from posedistill.codecs.paf import PafCodec, PafLayout, coco_paf_layout
 from posedistill.data.bottomup import BottomUpDataset, people_to_input
-from posedistill.data.synthetic import generate_dataset
 from posedistill.data.transforms import normalize_images
 from posedistill.distill.cache import cache_fingerprint, fill_cache, measure_cache_error, plain_view
 from posedistill.distill.config import TeacherConfig
@@ -42,12 +41,7 @@ SIZE = (64, 64)
 @pytest.fixture(scope="module")
 def splits(tmp_path_factory):
     root = tmp_path_factory.mktemp("bottomup_cache")
-    out = {}
-    for split, n, seed in (("train", 4, 0), ("val", 2, 1)):
-        res = generate_dataset(root / split, n, seed=seed, size=(320, 240), difficulty="easy", split=split,
-                               segmentation=False)
-        out[split] = (str(res.ann_file), str(res.image_dir))
-    return out
+    return tiny_bottomup_splits(root)
 
 
 def _train_set(ann, images, size: tuple[int, int] = SIZE) -> BottomUpDataset:

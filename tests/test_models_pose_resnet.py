@@ -82,11 +82,8 @@ def test_official_layout_round_trip_strict(tmp_path):
 
 
 def test_imagenet_loader_torchvision_layout(tmp_path):
-    trunk = ResNetEncoder(18).state_dict()
-    trunk["fc.weight"], trunk["fc.bias"] = torch.zeros(1000, 512), torch.zeros(1000)
-    trunk["layer1.0.conv1.weight"] = torch.full_like(trunk["layer1.0.conv1.weight"], 0.5)
-    path = tmp_path / "resnet18.pth"
-    torch.save(trunk, path)
+    path = _fake_resnet18_file(tmp_path)
+    trunk = torch.load(path, weights_only=True)
     model = pose_resnet(18)
     left = load_imagenet_resnet(model, path)
     assert torch.all(model.layer1[0].conv1.weight == 0.5)

@@ -9,9 +9,8 @@ import cv2
 import pytest
 import torch
 
-from helpers import data_overrides
+from helpers import data_overrides, tiny_bottomup_splits
 from posedistill.cli import main as cli_main
-from posedistill.data.synthetic import generate_dataset
 from posedistill.engine import build
 from posedistill.engine.config import load_config
 from posedistill.engine.evaluate import evaluate
@@ -24,12 +23,7 @@ from posedistill.tasks import BottomUpTask
 @pytest.fixture(scope="module")
 def splits(tmp_path_factory):
     root = tmp_path_factory.mktemp("bottomup")
-    out = {}
-    for split, n, seed in (("train", 4, 0), ("val", 2, 1)):
-        res = generate_dataset(root / split, n, seed=seed, size=(320, 240), difficulty="easy", split=split,
-                               segmentation=False)
-        out[split] = (str(res.ann_file), str(res.image_dir))
-    return out
+    return tiny_bottomup_splits(root)
 
 
 def _quick(splits, out, *extra) -> list[str]:
