@@ -124,6 +124,12 @@ def test_ablation_plan_variants_with_own_recipe_teacher_and_reference(tmp_path):
     bad.write_text("variants: {a: {teacher: b}, b: {}}\n")
     with pytest.raises(ValueError, match="variants.a.teacher 'b' must be a variant listed before it"):
         load_plan(str(bad), {})
+    bad.write_text("variants: {a: {set: optim.lr}}\n")
+    with pytest.raises(ValueError, match="variants.a.set: expected a list of dotted.key=value strings"):
+        load_plan(str(bad), {})
+    bad.write_text("variants: {a: {teachr: b}}\n")
+    with pytest.raises(ValueError, match=r"variants.a: unknown keys \['teachr'\]"):
+        load_plan(str(bad), {})
     bad.write_text("variants: {a: {}, b: {reference: c}}\n")
     with pytest.raises(ValueError, match="variants.b.reference 'c' is not one of the variants"):
         load_plan(str(bad), {})

@@ -143,6 +143,8 @@ def test_bottomup_bad_settings_are_one_line(splits, tmp_path, capsys):
     base = ["train", "configs/small_paf_net_coco_368.yaml", *_quick(splits, tmp_path)]
     assert cli_main([*base, "data.bottomup_scale=[1.1, 0.5]"]) == 2
     assert "data.bottomup_scale: expected [min, max]" in capsys.readouterr().err
+    assert cli_main([*base, "data.bottomup_min_area=-1"]) == 2
+    assert "data.bottomup_min_keypoints / data.bottomup_min_area: expected >= 0" in capsys.readouterr().err
     assert cli_main([*base, "data.format=mpii"]) == 2
     assert "bottom-up models read COCO-format" in capsys.readouterr().err
     assert cli_main(["distill", "configs/lc_small_paf_net_coco_368.yaml", *_quick(splits, tmp_path),

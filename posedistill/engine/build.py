@@ -243,6 +243,9 @@ def build_bottomup_dataset(cfg: DataConfig, codec: PafCodec, meta: KeypointMeta,
         raise InputError(f"bottom-up models read COCO-format keypoint files; data.format is {cfg.format!r}")
     if len(cfg.bottomup_scale) != 2 or not 0 < cfg.bottomup_scale[0] <= cfg.bottomup_scale[1]:
         raise InputError(f"data.bottomup_scale: expected [min, max] with 0 < min <= max, got {cfg.bottomup_scale}")
+    if cfg.bottomup_min_keypoints < 0 or cfg.bottomup_min_area < 0:
+        raise InputError(f"data.bottomup_min_keypoints / data.bottomup_min_area: expected >= 0, got "
+                         f"{cfg.bottomup_min_keypoints} / {cfg.bottomup_min_area}")
     return BottomUpDataset(cfg.train_ann if train else cfg.val_ann, cfg.train_images if train else cfg.val_images,
                            codec, meta, tuple(cfg.input_size), train, flip_prob=0.5 if cfg.flip else 0.0,
                            max_rotation=cfg.rotation_factor, scale_range=tuple(cfg.bottomup_scale), normalize=False,
