@@ -11,7 +11,8 @@ TEACHER = TeacherConfig(model="elpn_v2", checkpoint="t.pth")
 
 
 def test_table_entries_are_complete():
-    assert set(TERMS) == {"logit", "pairwise", "adversarial", "mapd", "aligned", "pose", "pose_l1"}
+    assert set(TERMS) == {"logit", "pairwise", "adversarial", "mapd", "aligned", "pose", "pose_l1", "fitnets",
+                          "attention"}
     for name, term in TERMS.items():
         assert term.needs in ("outputs", "features", "poses"), name
         assert term.heads and set(term.heads) <= {"heatmap", "simcc"}, name

@@ -2,16 +2,20 @@
 the codec, the teacher loads frozen."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from posedistill.codecs import HeatmapCodec, SimCCCodec
 from posedistill.distill.config import TeacherConfig
 from posedistill.engine import build
-from posedistill.engine.config import LossConfig
-from posedistill.errors import InputError
+from posedistill.engine.config import LossConfig, load_config
+from posedistill.errors import InputError, MissingFileError
 from posedistill.losses import JointsMSELoss, SimCCKLLoss
 from posedistill.models import MODELS, create_model_at, create_model
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 K = 3
 
@@ -58,3 +62,16 @@ def test_create_model_at_hands_input_size_only_to_factories_that_take_it():
     assert create_model_at("elpn_v1", {"num_joints": K}, (64, 96), 3.0).head_type == "heatmap"   # not passed on
     # the recipe's model.kwargs win over the data section's size
     assert create_model_at("simcc_r18", {"num_joints": K, "input_size": (32, 32)}, (64, 96)).input_size == (32, 32)
+
+
+def test_rebuild_for_a_checkpoint_does_not_read_the_imagenet_file(tmp_path):
+    """A model trained from `model.kwargs.imagenet_weights` is rebuilt for its checkpoint (eval, predict,
+    resume) without that file: the checkpoint's weights replace what it would load. A fresh build still
+    reads it and names it when it is missing."""
+    from_recipe = load_config(str(CONFIGS / "simplebaseline_r18_coco_256x192.yaml"),
+                              [f"model.kwargs={{imagenet_weights: {tmp_path / 'gone.pth'}}}"])
+    meta = build.keypoint_meta(from_recipe.data)
+    model = build.model_from_config(from_recipe, meta, with_init_weights=False)
+    assert model.head_type == "heatmap"
+    with pytest.raises(MissingFileError, match="gone.pth"):
+        build.model_from_config(from_recipe, meta)

@@ -5,6 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from posedistill.distill.config import DistillConfig, TeacherConfig
+from posedistill.distill.terms import TERMS, resolve_distill_config
+from posedistill.errors import InputError
 from posedistill.losses.distill import (AlignedFeatureLoss, LogitDistillLoss, MultiAngleLoss, PairwiseSimilarityLoss,
                                         PoseDistillLoss, SimCCLogitDistillLoss, linear_decay, simcc_argmax_pose,
                                         simcc_soft_argmax)
@@ -155,7 +158,7 @@ def test_teacher_pose_is_its_argmax_decode():
 
 def test_multi_angle_eq1_to_eq3():
     hs, ht = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5)
-    loss = MultiAngleLoss(alpha=0.15, beta=0.075)
+    loss = MultiAngleLoss(alpha=0.15, beta=0.075, kl_input="softmax", kl_reduction="joint")   # the previous KL
     mpd = _l_soft(hs, ht)
     kpd = 0.0
     for n in range(2):
@@ -223,3 +226,91 @@ def test_logit_soft_has_the_supervised_loss_scale():
     hs, ht = torch.rand(2, 3, 4, 5), torch.rand(2, 3, 4, 5)
     sup = JointsMSELoss(use_target_weight=True)(hs, ht, torch.ones(2, 3))
     assert math.isclose(float(LogitDistillLoss().soft(hs, ht)), float(sup), rel_tol=1e-6)
+
+
+def _gaussian_maps(centres, size=(48, 64), sigma=2.0):
+    """[1, K, h, w] peak-1 Gaussians at `centres` [(x, y), ...] heatmap pixels (no truncation)."""
+    w, h = size
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    return torch.stack([torch.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * sigma ** 2)) for x, y in centres])[None]
+
+
+def test_mapd_normalized_kl_by_hand():
+    """MAPD eq. 2 on the normalized heatmaps of a 1x1x2x2 map: o = (max(h, 0) + eps) / sum, KL per pixel."""
+    t = torch.tensor([[[[0.6, 0.2], [0.2, 0.0]]]])
+    s = torch.tensor([[[[0.3, 0.5], [-0.4, 0.2]]]])
+    eps = 1e-3
+    m_t, m_s = [0.601, 0.201, 0.201, 0.001], [0.301, 0.501, 0.001, 0.201]     # clamped + eps; both sum 1.004
+    per_joint = sum(a / 1.004 * math.log(a / b) for a, b in zip(m_t, m_s))
+    pixel = MultiAngleLoss(eps=eps)
+    assert (pixel.kl_input, pixel.kl_reduction) == ("normalized", "pixel")
+    assert math.isclose(float(pixel.kl(s, t)), per_joint / 4, rel_tol=1e-5)
+    joint = MultiAngleLoss(eps=eps, kl_reduction="joint")
+    assert math.isclose(float(joint.kl(s, t)), per_joint, rel_tol=1e-5)
+    assert math.isclose(float(pixel.distill(s, t)), 0.15 * _l_soft(s, t) + 0.075 * per_joint / 4, rel_tol=1e-5)
+
+
+def test_mapd_pixel_reduction_is_the_mean_over_elements():
+    hs, ht = torch.rand(2, 3, 4, 5), torch.rand(2, 3, 4, 5)
+    loss = MultiAngleLoss()
+    log_s, log_t = loss.log_probs(hs), loss.log_probs(ht)
+    expect = F.kl_div(log_s, log_t, reduction="sum", log_target=True) / log_s.numel()   # the mean over elements
+    assert math.isclose(float(loss.kl(hs, ht)), float(expect), rel_tol=1e-5)
+
+
+def test_mapd_kl_is_zero_for_identical_maps_and_grows_with_the_shift():
+    centres = [(20.3, 30.7), (15.0, 22.5), (30.6, 40.1)]
+    teacher = _gaussian_maps(centres)
+    loss = MultiAngleLoss(kl_reduction="joint")
+    assert abs(float(loss.kl(teacher, teacher))) < 1e-6
+    noisy = teacher + 0.05 * torch.randn_like(teacher)
+    assert abs(float(loss.kl(noisy, noisy))) < 1e-6
+    kls = [float(loss.kl(_gaussian_maps([(x + d, y) for x, y in centres]), teacher)) for d in (1, 2, 4)]
+    assert kls[0] > 0.05 and kls[1] > 2 * kls[0] and kls[2] > 2 * kls[1]
+    for d, value in zip((1, 2, 4), kls):            # near d^2 / (2 sigma^2), the KL of two shifted Gaussians
+        assert 0.7 * d * d / 8 < value < 1.1 * d * d / 8
+
+
+def test_mapd_kl_gradient_is_finite_with_negative_student_values():
+    teacher = _gaussian_maps([(20.3, 30.7), (10.0, 12.0)]).repeat(2, 1, 1, 1)
+    student = (0.3 * torch.randn_like(teacher)).requires_grad_(True)       # about half of it negative
+    with torch.no_grad():
+        student[0, 0] = -1.0                                                 # a map with no positive pixel
+        student[1, 1, :4] = 0.0                                              # exact zeros
+    loss = MultiAngleLoss()
+    value = loss.distill(student, teacher)
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(student.grad).all()
+    assert student.grad[student > 0].abs().sum() > 0
+    kl_only = MultiAngleLoss(alpha=0.0, beta=1.0)
+    s2 = student.detach().clone().requires_grad_(True)
+    kl_only.kl(s2, teacher).backward()
+    assert torch.isfinite(s2.grad).all() and float(s2.grad[s2 < 0].abs().max()) == 0.0   # the clamp: no KL push
+
+
+def test_mapd_softmax_mode_keeps_the_previous_kl():
+    hs, ht = torch.rand(2, 3, 4, 5), torch.rand(2, 3, 4, 5)
+    for temperature in (1.0, 0.1):
+        loss = MultiAngleLoss(temperature=temperature, kl_input="softmax", kl_reduction="joint")
+        log_s = F.log_softmax(hs.flatten(2) / temperature, -1)
+        log_t = F.log_softmax(ht.flatten(2) / temperature, -1)
+        expect = F.kl_div(log_s, log_t, reduction="sum", log_target=True) / 6
+        assert math.isclose(float(loss.kl(hs, ht)), float(expect), rel_tol=1e-5)
+    with pytest.raises(ValueError, match="kl_input"):
+        MultiAngleLoss(kl_input="sharp")
+    with pytest.raises(ValueError, match="kl_reduction"):
+        MultiAngleLoss(kl_reduction="sum")
+
+
+def test_mapd_kl_config_is_checked_and_passed_to_the_term():
+    teacher = TeacherConfig(model="elpn_v2", checkpoint="t.pth")
+    with pytest.raises(InputError, match=r"distill\.mapd_kl_input: expected one of \['normalized', 'softmax'\]"):
+        resolve_distill_config(DistillConfig(teacher=teacher, terms={"mapd": 1.0}, mapd_kl_input="sharp"))
+    with pytest.raises(InputError, match=r"distill\.mapd_kl_reduction"):
+        resolve_distill_config(DistillConfig(teacher=teacher, terms={"mapd": 1.0}, mapd_kl_reduction="sum"))
+    cfg = resolve_distill_config(DistillConfig(teacher=teacher, terms={"mapd": 1.0}, mapd_kl_input="softmax",
+                                               mapd_kl_reduction="joint"))
+    module = TERMS["mapd"].build(cfg, None)          # the mapd entry needs nothing from the context
+    assert (module.kl_input, module.kl_reduction) == ("softmax", "joint")
+    default = TERMS["mapd"].build(DistillConfig(), None)
+    assert (default.kl_input, default.kl_reduction) == ("normalized", "pixel")

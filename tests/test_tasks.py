@@ -20,6 +20,7 @@ from posedistill.losses.distill import (AlignedFeatureLoss, LogitDistillLoss, Pa
                                         SimCCLogitDistillLoss, simcc_argmax_pose, simcc_soft_argmax)
 from posedistill.models import create_model
 from posedistill.models.simcc import simcc
+from posedistill.engine.runlog import scale_report_lines
 from posedistill.tasks import DistillationTask, SupervisedTask
 
 K = 3
@@ -279,3 +280,75 @@ def test_top_down_label_correction_learns_missing_joints_from_the_teacher():
     with pytest.raises(ValueError, match="max of heatmaps"):
         DistillationTask(TinySimCC(4), teacher, SimCCKL(), ("simcc_x", "simcc_y"), terms={}, weights={},
                          label_correction=True)
+
+
+def _relative_task():
+    task, student, teacher = _task(terms=("logit", "pairwise", "adversarial"))
+    task.relative_terms = ("adversarial",)
+    return task, student, teacher
+
+
+def test_relative_adversarial_enters_at_gamma_times_the_supervised_loss():
+    """adversarial_scale=relative: gamma L_s is replaced by gamma L_s (L_mse / L_s) with the ratio held
+    constant, so the term's value is gamma L_mse and its gradient gamma (L_mse / L_s) dL_s: the
+    direction of eq. 8, the size of a gamma share of the supervised loss (docs/loss_scales.md)."""
+    task, student, teacher = _relative_task()
+    batch = _batch()
+    out = task(batch)
+    s_out, s_f = student(batch["image"], return_features=True)
+    t_out, t_f = teacher(batch["image"], return_features=True)
+    l_mse = MSE()(s_out, batch["heatmaps"], batch["target_weight"])
+    l_ld = LogitDistillLoss(0.5)(s_out, t_out, l_mse)
+    l_fd = PairwiseSimilarityLoss()(s_f["backbone"], t_f["backbone"])
+    d = task.terms["adversarial"].discriminator
+    l_s = ((d(s_out) - 1) ** 2).mean()
+    l_ad = (d(s_out) ** 2).mean() + ((d(t_out) - 1) ** 2).mean()
+    assert math.isclose(float(out["adversarial"]), float(l_s.detach()), rel_tol=1e-5)      # the log keeps eq. 8's value
+    expect = 0.5 * l_ld + 0.2 * l_fd + 0.3 * l_mse + l_ad
+    assert math.isclose(float(out["loss"].detach()), float(expect.detach()), rel_tol=1e-4)
+    # student gradient of the adversarial part alone: 0.3 (L_mse / L_s) dL_s
+    params = list(student.parameters())
+    ratio = float(l_mse / l_s)
+    want = torch.autograd.grad(0.3 * ratio * l_s, params, retain_graph=True)
+    got = torch.autograd.grad(task._objective(batch).weighted["adversarial"], params)
+    for g, w in zip(got, want):
+        assert torch.allclose(g, w, rtol=1e-4, atol=1e-9)
+
+
+def test_scale_report_matches_hand_ratios_and_leaves_no_trace():
+    """Value ratios are weight x term / (gt_weight x L_gt) worked out from the modules; the report
+    changes no BN statistic, no .grad and no RNG stream. An adversarial weight of 30 makes that term
+    dominate, and the warning names it."""
+    task, student, teacher = _task(terms=("logit", "adversarial"), weights={"logit": 0.5, "adversarial": 30.0})
+    batch = _batch()
+    buffers = {k: v.clone() for k, v in task.named_buffers()}
+    torch.manual_seed(3)
+    rows = {r.name: r for r in task.scale_report(batch)}
+    after_report = torch.rand(1)
+    torch.manual_seed(3)
+    assert torch.equal(after_report, torch.rand(1))
+    assert all(torch.equal(v, buffers[k]) for k, v in task.named_buffers())
+    assert all(p.grad is None for p in task.parameters())
+    with torch.no_grad():
+        s_out = student(batch["image"])
+        t_out = teacher(batch["image"])
+        l_mse = MSE()(s_out, batch["heatmaps"], batch["target_weight"])
+        soft = 0.5 * ((s_out - t_out) ** 2).mean()
+        l_s = ((task.terms["adversarial"].discriminator(s_out) - 1) ** 2).mean()
+    gt_part = 0.25 * l_mse                       # gt_weight = logit weight 0.5 x alpha 0.5
+    assert rows["logit"].value_ratio == pytest.approx(float(0.5 * 0.5 * soft / gt_part), rel=1e-4)
+    assert rows["adversarial"].value_ratio == pytest.approx(float(30.0 * l_s / gt_part), rel=1e-4)
+    assert rows["adversarial"].value_ratio > 10 and rows["adversarial"].grad_ratio > 0
+    lines = scale_report_lines(list(rows.values()))
+    warned = {name for name in rows if any("warning" in l and f"'{name}'" in l for l in lines)}
+    assert warned == {name for name, r in rows.items() if r.value_ratio > 10 or r.grad_ratio > 10}
+    assert "adversarial" in warned and len(lines) == 1 + len(rows) + len(warned)
+    task.relative_terms = ("adversarial",)
+    relative = {r.name: r for r in task.scale_report(batch)}["adversarial"]
+    assert relative.value_ratio == pytest.approx(30.0 / 0.25, rel=1e-4)     # 30 L_mse / (0.25 L_mse)
+
+
+def test_supervised_task_reports_no_scales():
+    codec = HeatmapCodec(input_size=(32, 32), heatmap_size=(8, 8), sigma=1.0)
+    task = SupervisedTask(create_model("elpn_v1", num_joints=K), JointsMSELoss(), codec.target_keys)
+    assert task.scale_report(_supervised_batch(codec, 2, K, 32, 32)) == [] and scale_report_lines([]) == []

@@ -47,8 +47,16 @@ from posedistill.engine.config import ConfigError, load_config
 from posedistill.engine.evaluate import evaluate_checkpoint
 from posedistill.engine.loop import train
 
-# metrics shown in ablation.md, in this order, when the runs report them (CrowdPose adds AP(E/M/H))
+# metrics shown in ablation.md, in this order, when the runs report them (CrowdPose adds AP(E/M/H));
+# MPII runs report PCKh@0.5 per joint group and "Mean", already in percent
 SHOWN_METRICS = ("AP", "AP(E)", "AP(M)", "AP(H)", "AP50", "AP75", "AR")
+SHOWN_PCKH = ("Mean", "Mean@0.1", "Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle")
+
+
+def primary_metric_of(row: dict) -> tuple[str, float]:
+    """(the metric a table compares, its factor to percent): COCO-style OKS AP (a fraction) or MPII's
+    PCKh@0.5 mean (already a percentage)."""
+    return ("AP", 100.0) if "AP" in row else ("Mean", 1.0)
 REFINE_TARGETS = ("teacher", "gt")
 
 
@@ -206,8 +214,9 @@ def paired_difference(values: list[float], reference: list[float]) -> tuple[floa
 
 
 def _delta_cell(rs: list[dict], ref_rows: list[dict]) -> str:
-    ref = {r["seed"]: 100 * r["AP"] for r in ref_rows}
-    pairs = [(100 * r["AP"], ref[r["seed"]]) for r in rs if r["seed"] in ref]
+    key, scale = primary_metric_of(rs[0])
+    ref = {r["seed"]: scale * r[key] for r in ref_rows}
+    pairs = [(scale * r[key], ref[r["seed"]]) for r in rs if r["seed"] in ref]
     if not pairs:
         return ""
     mean, lo, hi = paired_difference([a for a, _ in pairs], [b for _, b in pairs])
@@ -225,7 +234,8 @@ def write_tables(rows: list[dict], teacher: dict | None, out: Path, command: str
                  reference: str | dict[str, str] = "student") -> str:
     """ablation.csv (all runs) and ablation.md (mean +- std per variant, paired difference to `reference`:
     one variant for all, or {variant: its reference}); returns the markdown."""
-    metrics = [m for m in SHOWN_METRICS if any(m in r for r in rows)]
+    key, scale = primary_metric_of(rows[0])
+    metrics = [m for m in (SHOWN_METRICS if key == "AP" else SHOWN_PCKH) if any(m in r for r in rows)]
     cols = ["variant", "terms", "seed"] + [k for k in dict.fromkeys(k for r in rows for k in r)
                                            if k not in ("variant", "terms", "seed")]
     with open(out / "ablation.csv", "w", newline="") as f:
@@ -235,16 +245,17 @@ def write_tables(rows: list[dict], teacher: dict | None, out: Path, command: str
     order = list(dict.fromkeys(r["variant"] for r in rows))
     refs = reference if isinstance(reference, dict) else {v: reference for v in order}
     single = len(set(refs.get(v, "") for v in order)) == 1
-    last = f"AP - {refs[order[0]]}" if single else "AP - reference"
+    name = "AP" if key == "AP" else "PCKh@0.5"
+    last = f"{name} - {refs[order[0]]}" if single else f"{name} - reference"
     lines = [f"Command: `{command}`", "",
-             "Final-epoch validation metrics (x100), mean +- sample std over seeds. Last column: the paired "
-             f"difference in AP to {'`' + refs[order[0]] + '`' if single else 'the variant named'} (same seeds), "
+             f"Final-epoch validation metrics ({'x100' if scale == 100 else 'percent'}), mean +- sample std over "
+             f"seeds. Last column: the paired difference in {name} to {'`' + refs[order[0]] + '`' if single else 'the variant named'} (same seeds), "
              "mean [95% t interval]; * = the interval excludes 0.", "",
              f"| variant | terms (weights) | seeds | {' | '.join(metrics)} | {last} |",
              "|---|---|---|" + "---|" * len(metrics) + "---|"]
     for v in order:
         rs = [r for r in rows if r["variant"] == v]
-        cells = [_cell([100 * r[m] for r in rs if m in r]) for m in metrics]
+        cells = [_cell([scale * r[m] for r in rs if m in r]) for m in metrics]
         ref = refs.get(v, "")
         delta = _delta_cell(rs, [r for r in rows if r["variant"] == ref]) if ref and v != ref else ""
         if delta and not single:
@@ -252,7 +263,7 @@ def write_tables(rows: list[dict], teacher: dict | None, out: Path, command: str
         lines.append(f"| {v} | {rs[0]['terms'] or 'none'} | {','.join(str(r['seed']) for r in rs)} | "
                      f"{' | '.join(cells)} | {delta} |")
     if teacher:
-        cells = [f"{100 * teacher[m]:.2f}" if m in teacher else "" for m in metrics]
+        cells = [f"{scale * teacher[m]:.2f}" if m in teacher else "" for m in metrics]
         lines.append(f"| teacher ({teacher['model']}) | - | - | {' | '.join(cells)} | |")
     md = "\n".join(lines) + "\n"
     (out / "ablation.md").write_text(md)
@@ -282,7 +293,8 @@ def _run(run_cfg, name: str, terms_text: str, seed: int, run_dir: Path) -> dict:
     done = run_dir / "result.json"
     if done.is_file():
         row = json.loads(done.read_text())
-        print(f"[ablate] {name} seed {seed}: reusing {done} (AP {row['AP']:.4f})", flush=True)
+        key = primary_metric_of(row)[0]
+        print(f"[ablate] {name} seed {seed}: reusing {done} ({key} {row[key]:.4f})", flush=True)
         return row
     last = run_dir / "last.pth"
     resume = str(last) if last.is_file() else None     # a run cut short by a stopped ablation goes on

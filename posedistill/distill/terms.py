@@ -23,6 +23,7 @@ from posedistill.distill.label_correction import CORRECTIONS
 from posedistill.keypoints import KeypointMeta
 from posedistill.losses.distill import (AlignedFeatureLoss, LogitDistillLoss, MultiAngleLoss, PairwiseSimilarityLoss,
                                         PoseDistillLoss, SimCCLogitDistillLoss)
+from posedistill.losses.feature_distill import AttentionTransferLoss, FitNetsHintLoss
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,12 @@ def _aligned(cfg: DistillConfig, ctx: TermContext) -> nn.Module:
     return AlignedFeatureLoss(cs, ct, cfg.aligned_reduction)
 
 
+def _fitnets(cfg: DistillConfig, ctx: TermContext) -> nn.Module:
+    cs = probe_features(ctx.student, ctx.input_size, cfg.feature, "student", ctx.device).shape[1]
+    ct = probe_features(ctx.teacher, ctx.input_size, cfg.feature, "teacher", ctx.device).shape[1]
+    return FitNetsHintLoss(cs, ct, cfg.fitnets_kernel)
+
+
 def _pose(cfg: DistillConfig, ctx: TermContext) -> nn.Module:
     weights = list(cfg.skeleton_weights) or None
     if weights is not None and len(weights) != len(ctx.meta.skeleton):
@@ -96,7 +103,8 @@ TERMS: dict[str, Term] = {
                         lambda m, s, t: m(s, t), own_optimizer=True),
     # MAPD (seed 001) eq. 1-3, teacher share alpha L_mpd + beta L_kpd
     "mapd": Term("outputs", ("heatmap",),
-                 lambda cfg, ctx: MultiAngleLoss(cfg.mapd_alpha, cfg.mapd_beta, cfg.mapd_temperature),
+                 lambda cfg, ctx: MultiAngleLoss(cfg.mapd_alpha, cfg.mapd_beta, cfg.mapd_temperature,
+                                                 kl_input=cfg.mapd_kl_input, kl_reduction=cfg.mapd_kl_reduction),
                  lambda m, s, t: m.distill(s, t)),
     # seed 002 eq. 1: 1x1-aligned feature MSE
     "aligned": Term("features", ("heatmap", "simcc"), _aligned, lambda m, s, t: m(s, t)),
@@ -104,6 +112,11 @@ TERMS: dict[str, Term] = {
     "pose": Term("poses", ("simcc",), _pose, lambda m, s, t: m(s, t)),
     # seed 002 eq. 2 without L_cst: the plain L1 pose distillation of Table IV's scheme 3
     "pose_l1": Term("poses", ("simcc",), _pose_l1, lambda m, s, t: m(s, t)),
+    # FitNets (Romero et al. 2015) eq. 3: hint loss through a learnable conv regressor (IKD Table V baseline)
+    "fitnets": Term("features", ("heatmap", "simcc"), _fitnets, lambda m, s, t: m(s, t)),
+    # attention transfer (Zagoruyko & Komodakis 2017) eq. 2, p = 2 (IKD Table V baseline)
+    "attention": Term("features", ("heatmap", "simcc"), lambda cfg, ctx: AttentionTransferLoss(),
+                      lambda m, s, t: m(s, t)),
 }
 
 def build_terms(cfg: DistillConfig, ctx: TermContext) -> dict[str, nn.Module]:
@@ -135,6 +148,12 @@ def resolve_distill_config(cfg: DistillConfig, teacher_only: bool = False) -> Di
     seed 004's bottom-up KD / label correction are set by `kd_lambda` / `label_correction`)."""
     if cfg.label_correction not in CORRECTIONS:
         raise InputError(f"distill.label_correction: expected one of {list(CORRECTIONS)}, got {cfg.label_correction!r}")
+    for key, valid in (("mapd_kl_input", MultiAngleLoss.KL_INPUTS),
+                       ("mapd_kl_reduction", MultiAngleLoss.KL_REDUCTIONS)):
+        if getattr(cfg, key) not in valid:
+            raise InputError(f"distill.{key}: expected one of {list(valid)}, got {getattr(cfg, key)!r}")
+    if cfg.adversarial_scale not in ("relative", "raw"):
+        raise InputError(f"distill.adversarial_scale: expected relative | raw, got {cfg.adversarial_scale!r}")
     if not 0.0 <= cfg.kd_lambda <= 1.0:
         raise InputError(f"distill.kd_lambda: expected a value in [0, 1], got {cfg.kd_lambda}")
     if (cfg.kd_lambda > 0 or cfg.label_correction != "none") and not cfg.teacher.model:

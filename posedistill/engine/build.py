@@ -61,10 +61,18 @@ def build_model(cfg: ModelConfig, num_joints: int, input_size: tuple[int, int] |
     return model
 
 
+# model.kwargs that only initialise weights (a local ImageNet file): a model rebuilt to receive a
+# checkpoint's weights does not read them, so the file may be gone by then
+INIT_ONLY_KWARGS = ("imagenet_weights",)
+
+
 def model_from_config(cfg, meta: KeypointMeta, with_init_weights: bool = True) -> nn.Module:
     """`build_model` for a whole Config (passes input size, SimCC split ratio and skeleton through); with
-    `refine.student` the stage-1 checkpoint fills the refined model's student (strictly)."""
-    mcfg = cfg.model if with_init_weights else dataclasses.replace(cfg.model, checkpoint="")
+    `refine.student` the stage-1 checkpoint fills the refined model's student (strictly).
+    with_init_weights=False: the caller loads a checkpoint next, so neither model.checkpoint nor the
+    initialisation-only kwargs (INIT_ONLY_KWARGS) are read."""
+    mcfg = cfg.model if with_init_weights else dataclasses.replace(
+        cfg.model, checkpoint="", kwargs={k: v for k, v in cfg.model.kwargs.items() if k not in INIT_ONLY_KWARGS})
     model = build_model(mcfg, meta.num_joints, tuple(cfg.data.input_size), cfg.codec.simcc_split_ratio,
                         [list(e) for e in meta.skeleton])
     if with_init_weights and cfg.refine.student:
@@ -392,7 +400,8 @@ def build_distillation_task(cfg: DistillConfig, student: nn.Module, loss: nn.Mod
     return DistillationTask(student, teacher if cache is None else None, loss, codec.target_keys, terms=terms,
                             weights={k: float(v) for k, v in cfg.terms.items()}, gt_weight=auto_gt_weight(cfg),
                             decay=cfg.decay, epochs=epochs, cache=cache, feature_key=cfg.feature,
-                            split_ratio=split_ratio, label_correction=cfg.label_correction != "none")
+                            split_ratio=split_ratio, label_correction=cfg.label_correction != "none",
+                            relative_terms=("adversarial",) if cfg.adversarial_scale == "relative" else ())
 
 
 def build_refiner_task(cfg: RefineConfig, teacher: TeacherConfig, model: nn.Module, meta: KeypointMeta,

@@ -37,7 +37,7 @@ from posedistill.engine import build, dist
 from posedistill.engine.checkpoint import read_checkpoint, rng_state, save_checkpoint, set_rng_state
 from posedistill.engine.config import Config, save_config
 from posedistill.engine.evaluate import autocast, evaluate, primary_metric, use_progress
-from posedistill.engine.runlog import RunLog, epoch_message, fmt_time
+from posedistill.engine.runlog import RunLog, epoch_message, fmt_time, scale_report_lines
 from posedistill.engine.stopping import HANDOVER_ERRORS, StopSignals, StopTraining, is_worker_failure
 from posedistill.errors import CheckpointError, Interrupted, NonFiniteLossError, TrainingStopped
 from posedistill.keypoints import KeypointMeta
@@ -167,6 +167,9 @@ def train_one_epoch(task: Task, loader: DataLoader, optim: Optimization, device:
                 skips.add(batch["skipped_from"])
             batch = to_device(batch, device, channels_last)
             with autocast(device, amp):
+                if iteration == 0 and dist.is_main_process():     # a fresh run's first batch
+                    for line in scale_report_lines(task.scale_report(batch)):
+                        print(line, flush=True)
                 out = task(batch)
             loss = out["loss"]
             if not torch.isfinite(loss):
@@ -276,15 +279,16 @@ class Progress:
     epoch_sums: dict[str, float] = field(default_factory=dict)  # their loss sums (this rank's)
 
 
-def setup_run(cfg: Config) -> Run:
-    """Model, codec, datasets, task, loaders and optimisers of `cfg` on this process's device."""
+def setup_run(cfg: Config, resuming: bool = False) -> Run:
+    """Model, codec, datasets, task, loaders and optimisers of `cfg` on this process's device. `resuming`:
+    the checkpoint's weights come next, so the recipe's initial weights are not read."""
     info = dist.init_distributed(cfg.train.device)
     device = info.device
     seed_everything(cfg.train.seed + info.rank, cfg.train.deterministic)
     meta = build.keypoint_meta(cfg.data)
     if cfg.data.format == "coco":
         meta.require_sigmas(f"data.dataset={cfg.data.dataset} ({cfg.data.train_ann})")  # evaluation needs them
-    model = build.model_from_config(cfg, meta)
+    model = build.model_from_config(cfg, meta, with_init_weights=not resuming)
     input_size = tuple(cfg.data.input_size)
     build.check_output_shape(model, input_size)
     codec = build.build_codec(cfg.codec, input_size, model.output_stride, model.head_type, meta)
@@ -483,7 +487,7 @@ def train(cfg: Config, resume: str | None = None) -> dict:
     """Train per `cfg`; returns {"out_dir", "best_metric", "best_epoch", "last_metrics", "history",
     "last_checkpoint", "best_checkpoint", "iteration", "epochs", "time_s", "model"}."""
     t_start = time.perf_counter()
-    run = setup_run(cfg)
+    run = setup_run(cfg, resuming=resume is not None)
     progress = restore(run, resume) if resume else Progress()
     out_dir = Path(cfg.train.out_dir)
     writer = log = None

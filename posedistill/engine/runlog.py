@@ -59,6 +59,21 @@ def plot_learning_curve(rows: list[dict], path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
+def scale_report_lines(rows: list, factor: float = 10.0) -> list[str]:
+    """The start-of-run scale report (`Task.scale_report` rows): one line per weighted distillation term,
+    then one warning per term that exceeds the supervised loss `factor`-fold in value or gradient norm."""
+    if not rows:
+        return []
+    lines = ["[posedistill] distillation terms on the first batch, relative to the supervised loss "
+             "(weighted value / gradient norm on the student):"]
+    lines += [f"  {r.name} (weight {r.weight:g}): value x{r.value_ratio:.3g}, gradient x{r.grad_ratio:.3g}" for r in rows]
+    lines += [f"[posedistill] warning: distillation term {r.name!r} at weight {r.weight:g} is "
+              f"{max(r.value_ratio, r.grad_ratio):.3g}x the supervised loss (value x{r.value_ratio:.3g}, gradient "
+              f"x{r.grad_ratio:.3g}); it may swamp the pose loss: see docs/loss_scales.md"
+              for r in rows if r.dominates(factor)]
+    return lines
+
+
 def epoch_message(row: dict, epochs: int, metrics: dict[str, float]) -> str:
     """The console line of an epoch: loss, lr, speed, time, ETA, and the metrics when it evaluated."""
     msg = (f"[posedistill] epoch {row['epoch']}/{epochs} loss {row['train_loss']:.6f} lr {row['lr']:.2e} "

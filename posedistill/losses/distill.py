@@ -212,34 +212,80 @@ class MultiAngleLoss(nn.Module):
     """Multi-angle pose distillation (MAPD), seed 001 eq. 1-3.
 
     eq. 1: L_mpd = 1/K sum_k ||o_k^s - o_k^t||^2      (0.5 x mean over pixels, as the supervised MSE)
-    eq. 2: L_kpd = 1/K sum_k o_k^t (log o_k^t - log o_k^s), with o_k the per-joint *spatial softmax*
-           of the heatmap (a heatmap is not a distribution; the paper treats it as one) at
-           temperature `temperature` (the paper gives none: 1)
+    eq. 2: L_kpd = 1/K sum_k o_k^t (log o_k^t - log o_k^s), the KL(teacher || student) of per-joint
+           distributions over the heatmap's pixels
     eq. 3: L_mapd = alpha L_mpd + beta L_kpd + (1 - alpha - beta) L_mse, alpha = 0.15, beta = 0.075
            (alpha multiplies the MSE to the teacher, beta the KL, the rest the ground-truth MSE).
 
+    A heatmap is not a distribution and the paper does not say how it makes one. `kl_input`:
+    * "normalized" (default): o_k = (max(h_k, 0) + eps) / sum(max(h_k, 0) + eps), the heatmap itself
+      rescaled to sum 1, so a sigma-2 Gaussian target stays a sigma-2 Gaussian (teacher peak ~108x
+      uniform at 64x48) and the KL of a peak shifted by 1 / 2 / 4 px is 0.12 / 0.45 / 1.8 nats, close
+      to the d^2 / (2 sigma^2) = 0.125 / 0.5 / 2 of two Gaussians. The clamp keeps negative student
+      outputs out of the log (they get no KL gradient; the two MSE parts still pull them up). eps
+      keeps the log finite where the student is 0 and bounds the gradient there by p_t / eps; 1e-3
+      (of a peak-1 map) because a smaller one lets the codec's 3-sigma truncation dominate a 4 px
+      shift (eps 1e-6: 3.0 nats) and 1e-2 puts over half of the mass on the background.
+    * "softmax": o_k = softmax(h_k / temperature) over the pixels (the previous behaviour). At
+      temperature 1 a 0..1 heatmap gives a nearly flat distribution (teacher peak 2.6x uniform, KL of
+      a 4 px shift 0.004 nats); small temperatures sharpen it, but to a width sigma sqrt(T) and with
+      a KL that depends on the peak's height (0.5 x the target at T = 0.1: 1.4 nats, more than a
+      1 px shift).
+    `kl_reduction`: "pixel" (default) divides each joint's KL by the number of pixels before the mean
+    over batch and joints, i.e. the mean over every element (the "mean" reduction of PyTorch's
+    KLDivLoss, and the per-bin convention of the SimCC KL loss); "joint" keeps nats per joint (the
+    previous behaviour). For 1-2 px errors at alpha 0.15 /
+    beta 0.075, beta L_kpd per joint is ~250x alpha L_mpd (gradient ~2000-3600x); per pixel it is
+    ~0.08x by value and 0.6-1.2x by gradient norm, so the weights of eq. 3 decide as the paper's
+    alpha = 2 beta search assumes. Measured by benchmarks/mapd_kl.py.
+
     forward(student, teacher, gt_loss) -> L_mapd; distill(student, teacher) -> alpha L_mpd + beta L_kpd;
-    mse(...) / kl(...) -> the two parts.
+    mse(...) / kl(...) -> the two parts; log_probs(heatmaps) -> the per-joint log-distribution of eq. 2.
     """
 
-    def __init__(self, alpha: float = 0.15, beta: float = 0.075, temperature: float = 1.0, scale: float = 0.5):
+    KL_INPUTS = ("normalized", "softmax")
+    KL_REDUCTIONS = ("pixel", "joint")
+
+    def __init__(self, alpha: float = 0.15, beta: float = 0.075, temperature: float = 1.0, scale: float = 0.5,
+                 kl_input: str = "normalized", kl_reduction: str = "pixel", eps: float = 1e-3):
         super().__init__()
         if alpha < 0 or beta < 0 or alpha + beta > 1:
             raise ValueError(f"MultiAngleLoss needs alpha, beta >= 0 and alpha + beta <= 1, got {alpha}, {beta}")
         if temperature <= 0:
             raise ValueError(f"MultiAngleLoss temperature must be > 0, got {temperature}")
+        if kl_input not in self.KL_INPUTS:
+            raise ValueError(f"MultiAngleLoss kl_input: expected one of {list(self.KL_INPUTS)}, got {kl_input!r}")
+        if kl_reduction not in self.KL_REDUCTIONS:
+            raise ValueError(f"MultiAngleLoss kl_reduction: expected one of {list(self.KL_REDUCTIONS)}, "
+                             f"got {kl_reduction!r}")
+        if not eps > 0:
+            raise ValueError(f"MultiAngleLoss eps must be > 0, got {eps}")
         self.alpha, self.beta = float(alpha), float(beta)
         self.temperature = float(temperature)
         self.scale = float(scale)
+        self.kl_input, self.kl_reduction, self.eps = kl_input, kl_reduction, float(eps)
 
     def mse(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         return heatmap_mse(student, teacher.detach(), self.scale)
+
+    def log_probs(self, heatmaps: torch.Tensor) -> torch.Tensor:
+        """[B, K, h, w] -> log-probabilities over each map's pixels [B, K, h*w] (see `kl_input`)."""
+        flat = heatmaps.float().flatten(2)
+        if self.kl_input == "softmax":
+            return F.log_softmax(flat / self.temperature, dim=-1)
+        mass = flat.clamp_min(0.0) + self.eps
+        return mass.log() - mass.sum(-1, keepdim=True).log()
 
     def kl(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         if student.shape != teacher.shape:
             raise ValueError(f"MultiAngleLoss: student {tuple(student.shape)} and teacher {tuple(teacher.shape)} "
                              f"heatmaps differ in shape")
-        return _kl_rows(student.flatten(2), teacher.flatten(2), self.temperature).mean()
+        log_t = self.log_probs(teacher.detach())
+        log_s = self.log_probs(student)
+        per_joint = (log_t.exp() * (log_t - log_s)).sum(-1)                 # [B, K], nats
+        if self.kl_reduction == "pixel":
+            per_joint = per_joint / log_t.shape[-1]
+        return per_joint.mean()
 
     def distill(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         return self.alpha * self.mse(student, teacher) + self.beta * self.kl(student, teacher)

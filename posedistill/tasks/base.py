@@ -5,6 +5,8 @@ The loop (`engine/loop.py`) calls, and calls nothing else:
     task.prepare_distributed(wrap)   once, in multi-process runs: wrap each trainable module in DDP
     task.optim_groups()              once: the parameter groups, one optimiser each
     task.set_epoch(epoch)            at the start of every epoch (0-based)
+    task.scale_report(batch)         once, on the first batch of a fresh run: each distillation term's size
+                                     against the supervised loss (logged; see docs/loss_scales.md)
     task(batch)                      every step -> {"loss": what is backpropagated, "<part>": detached value, ...}
     task.after_step()                after every optimiser step
     task.extra_state() / task.load_extra_state(state)   checkpoints: state besides the network and optimisers
@@ -29,6 +31,18 @@ class OptimGroup:
     optimizer: str = ""
     lr: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
+
+
+@dataclass
+class ScaleRow:
+    """One weighted loss term against the supervised loss on one batch (`Task.scale_report`)."""
+    name: str
+    weight: float
+    value_ratio: float      # weighted term value / supervised loss
+    grad_ratio: float       # ||grad of the weighted term|| / ||grad of the supervised loss||, student parameters
+
+    def dominates(self, factor: float = 10.0) -> bool:
+        return self.value_ratio > factor or self.grad_ratio > factor
 
 
 class Task(nn.Module):
@@ -59,6 +73,11 @@ class Task(nn.Module):
 
     def optim_groups(self) -> list[OptimGroup]:
         raise NotImplementedError
+
+    def scale_report(self, batch: dict[str, torch.Tensor]) -> list[ScaleRow]:
+        """Sizes of the weighted terms against the supervised loss on `batch`, with no side effect on
+        training; a task without such terms has none."""
+        return []
 
     def set_epoch(self, epoch: int) -> None:
         """Start of epoch `epoch` (0-based)."""

@@ -20,6 +20,8 @@ aligned term's 1x1 conv), then one group per term with its own optimiser (the di
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
@@ -29,8 +31,19 @@ import torch.nn.functional as F
 from posedistill.distill.label_correction import correct_heatmaps
 from posedistill.distill.terms import TERMS, cache_feature_message
 from posedistill.losses.distill import linear_decay, simcc_argmax_pose, simcc_soft_argmax
-from posedistill.tasks.base import OptimGroup, Task
+from posedistill.tasks.base import OptimGroup, ScaleRow, Task
 from posedistill.tasks.supervised import supervised_loss
+
+
+@dataclass
+class Objective:
+    """One batch's objective before summing: L_gt, gt_weight x L_gt, each term as its module returns it
+    (`raw`), weighted (and, for relative terms, rescaled), and the own losses of terms with an optimiser."""
+    gt: torch.Tensor
+    supervised: torch.Tensor
+    raw: dict[str, torch.Tensor] = field(default_factory=dict)
+    weighted: dict[str, torch.Tensor] = field(default_factory=dict)
+    own: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def match_heatmaps(teacher_out: torch.Tensor, student_out: torch.Tensor) -> torch.Tensor:
@@ -50,12 +63,15 @@ class DistillationTask(Task):
     feature_key: feature map the feature terms compare; split_ratio: SimCC bins per pixel (pose term);
     label_correction: heatmap students only, seed 004 eq. 2 on top-down targets: every joint's heatmap
     target becomes max(ground truth, teacher) and counts in the loss (weight 1), so a joint the
-    annotation left out is learned from the teacher instead of being ignored."""
+    annotation left out is learned from the teacher instead of being ignored. relative_terms: terms
+    whose value is rescaled to the supervised loss's magnitude before weighting (the adversarial term:
+    docs/loss_scales.md), so their weight is a share of L_gt and their gradient keeps its direction."""
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, supervised_loss: nn.Module,
                  target_keys: Sequence[str], *, terms: dict[str, nn.Module], weights: dict[str, float],
                  gt_weight: float = 1.0, decay: Sequence[str] = (), epochs: int = 1, cache=None,
-                 feature_key: str = "backbone", split_ratio: float | None = None, label_correction: bool = False):
+                 feature_key: str = "backbone", split_ratio: float | None = None, label_correction: bool = False,
+                 relative_terms: Sequence[str] = ()):
         super().__init__()
         if label_correction and (student.head_type != "heatmap" or tuple(target_keys) != ("heatmaps",)):
             raise ValueError(f"label correction of top-down targets takes the max of heatmaps; the student's head "
@@ -85,6 +101,7 @@ class DistillationTask(Task):
         self.needs_features = "features" in needs
         self.needs_outputs = "outputs" in needs or label_correction
         self.label_correction = bool(label_correction)
+        self.relative_terms = tuple(t for t in relative_terms if t in terms)
         self.gamma = 1.0
         if self.teacher is not None:
             self.teacher.eval()
@@ -152,9 +169,11 @@ class DistillationTask(Task):
             return simcc_soft_argmax(*s_out, self.split_ratio), simcc_argmax_pose(*t_out, self.split_ratio)
         return s_out, t_out
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _objective(self, batch: dict[str, torch.Tensor], bare: bool = False) -> Objective:
+        """The supervised loss and every weighted term of one batch, not yet summed. `bare`: call the bare
+        student and term modules, never their DDP wrappers (the scale report runs on one process)."""
         image = batch["image"]
-        student = self.run("student", self.student)
+        student = self.student if bare else self.run("student", self.student)
         if self.needs_features:
             s_out, s_feats = student(image, return_features=True)
         else:
@@ -168,19 +187,59 @@ class DistillationTask(Task):
         gt = supervised_loss(self.supervised_loss, self.target_keys, s_out, batch)
         if self.student.head_type == "heatmap" and self.needs_outputs:
             s_out = s_out.float()
-        total = self.gt_weight * gt
-        parts: dict[str, torch.Tensor] = {"supervised": gt.detach()}
+        obj = Objective(gt, self.gt_weight * gt)
         for name, module in self.terms.items():
             term = TERMS[name]
-            value = term.call(self.run(name, module), *self._inputs(term.needs, s_out, t_out, s_feats, t_feats))
+            value = term.call(module if bare else self.run(name, module),
+                              *self._inputs(term.needs, s_out, t_out, s_feats, t_feats))
             if term.own_optimizer:
-                value, own_loss = value
-                total = total + own_loss              # reaches only the term's own parameters
-                parts[f"{name}_own"] = own_loss.detach()
-            weight = self.weights[name] * (self.gamma if name in self.decay else 1.0)
-            total = total + weight * value
-            parts[name] = value.detach()
+                value, obj.own[name] = value
+            obj.raw[name] = value
+            if name in self.relative_terms:
+                # the term enters at the supervised loss's magnitude: its value is scale-free (docs/loss_scales.md)
+                value = value * (gt.detach() / value.detach().clamp_min(1e-12))
+            obj.weighted[name] = self.weights[name] * (self.gamma if name in self.decay else 1.0) * value
+        return obj
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        obj = self._objective(batch)
+        total = obj.supervised
+        parts: dict[str, torch.Tensor] = {"supervised": obj.gt.detach()}
+        for name, value in obj.weighted.items():
+            if name in obj.own:
+                total = total + obj.own[name]             # reaches only the term's own parameters
+                parts[f"{name}_own"] = obj.own[name].detach()
+            total = total + value
+            parts[name] = obj.raw[name].detach()
         if self.decay:
             parts["gamma"] = torch.tensor(self.gamma, device=total.device)
         parts["loss"] = total
         return parts
+
+    def scale_report(self, batch: dict[str, torch.Tensor]) -> list[ScaleRow]:
+        """Each weighted term against the supervised loss (as it enters the objective, gt_weight x L_gt;
+        L_gt itself when gt_weight is 0) on `batch`: value ratio and ratio of gradient norms over the
+        student's parameters. Leaves no trace: buffers (BN statistics) and RNG are restored, parameters'
+        .grad untouched."""
+        buffers = {k: v.clone() for k, v in self.named_buffers()}
+        with torch.random.fork_rng(devices=[]):
+            try:
+                obj = self._objective(batch, bare=True)
+                params = [p for p in self.student.parameters() if p.requires_grad]
+                ref = obj.supervised if self.gt_weight > 0 else obj.gt
+                ref_grad = _grad_norm(ref, params)
+                rows = [ScaleRow(name, self.weights[name], float(value.detach() / ref.detach().clamp_min(1e-12)),
+                                 _grad_norm(value, params) / max(ref_grad, 1e-12))
+                        for name, value in obj.weighted.items()]
+            finally:
+                for k, v in self.named_buffers():
+                    v.copy_(buffers[k])
+        return rows
+
+
+def _grad_norm(value: torch.Tensor, params: list[nn.Parameter]) -> float:
+    """||d value / d params||_2 without touching the parameters' .grad (the graph is kept for the next)."""
+    if not value.requires_grad:
+        return 0.0
+    grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
+    return math.sqrt(sum(float((g.float() ** 2).sum()) for g in grads if g is not None))
