@@ -308,7 +308,7 @@ def test_relative_adversarial_enters_at_gamma_times_the_supervised_loss():
     assert math.isclose(float(out["loss"].detach()), float(expect.detach()), rel_tol=1e-4)
     # student gradient of the adversarial part alone: 0.3 (L_mse / L_s) dL_s
     params = list(student.parameters())
-    ratio = float(l_mse / l_s)
+    ratio = float(l_mse.detach() / l_s.detach())
     want = torch.autograd.grad(0.3 * ratio * l_s, params, retain_graph=True)
     got = torch.autograd.grad(task._objective(batch).weighted["adversarial"], params)
     for g, w in zip(got, want):
