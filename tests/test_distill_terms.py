@@ -1,6 +1,8 @@
 """The table of distillation terms and the one check of a `distill:` section."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from posedistill.distill.config import DistillConfig, TeacherConfig, auto_gt_weight
@@ -59,3 +61,15 @@ def test_resolve_checks_the_bottom_up_teacher_settings():
     with pytest.raises(ValueError, match="need a teacher"):
         resolve_distill_config(DistillConfig(label_correction="both"))
     assert resolve_distill_config(DistillConfig(teacher=TEACHER, kd_lambda=0.5)).kd_lambda == 0.5  # no terms needed
+
+
+@pytest.mark.parametrize("override, message", [
+    ("distill.adversarial_scale=half", "distill.adversarial_scale: expected relative | raw, got 'half'"),
+    ("distill.fitnets_kernel=2", "distill.fitnets_kernel: expected an odd integer >= 1"),
+    ("distill.fitnets_kernel=0", "distill.fitnets_kernel: expected an odd integer >= 1"),
+])
+def test_bad_loss_scale_settings_are_one_line_naming_the_key(override, message):
+    """The loss-scale switches of issue #15 are checked when the recipe loads, before any model is built."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, ["distill.teacher.model=elpn_v2", "distill.terms={adversarial: 0.3, fitnets: 1.0e-4}",
+                           override])

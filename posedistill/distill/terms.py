@@ -67,16 +67,19 @@ def _logit(cfg: DistillConfig, ctx: TermContext) -> nn.Module:
     return SimCCLogitDistillLoss(cfg.logit_alpha, cfg.logit_temperature)
 
 
-def _aligned(cfg: DistillConfig, ctx: TermContext) -> nn.Module:
+def _feature_channels(cfg: DistillConfig, ctx: TermContext) -> tuple[int, int]:
+    """Channels of the student's and the teacher's `distill.feature` map (for a term's adapter)."""
     cs = probe_features(ctx.student, ctx.input_size, cfg.feature, "student", ctx.device).shape[1]
     ct = probe_features(ctx.teacher, ctx.input_size, cfg.feature, "teacher", ctx.device).shape[1]
-    return AlignedFeatureLoss(cs, ct, cfg.aligned_reduction)
+    return cs, ct
+
+
+def _aligned(cfg: DistillConfig, ctx: TermContext) -> nn.Module:
+    return AlignedFeatureLoss(*_feature_channels(cfg, ctx), cfg.aligned_reduction)
 
 
 def _fitnets(cfg: DistillConfig, ctx: TermContext) -> nn.Module:
-    cs = probe_features(ctx.student, ctx.input_size, cfg.feature, "student", ctx.device).shape[1]
-    ct = probe_features(ctx.teacher, ctx.input_size, cfg.feature, "teacher", ctx.device).shape[1]
-    return FitNetsHintLoss(cs, ct, cfg.fitnets_kernel)
+    return FitNetsHintLoss(*_feature_channels(cfg, ctx), cfg.fitnets_kernel)
 
 
 def _pose(cfg: DistillConfig, ctx: TermContext) -> nn.Module:
@@ -154,6 +157,10 @@ def resolve_distill_config(cfg: DistillConfig, teacher_only: bool = False) -> Di
             raise InputError(f"distill.{key}: expected one of {list(valid)}, got {getattr(cfg, key)!r}")
     if cfg.adversarial_scale not in ("relative", "raw"):
         raise InputError(f"distill.adversarial_scale: expected relative | raw, got {cfg.adversarial_scale!r}")
+    if isinstance(cfg.fitnets_kernel, bool) or not isinstance(cfg.fitnets_kernel, int) or \
+            cfg.fitnets_kernel < 1 or cfg.fitnets_kernel % 2 == 0:
+        raise InputError(f"distill.fitnets_kernel: expected an odd integer >= 1 (same-size padding), "
+                         f"got {cfg.fitnets_kernel!r}")
     if not 0.0 <= cfg.kd_lambda <= 1.0:
         raise InputError(f"distill.kd_lambda: expected a value in [0, 1], got {cfg.kd_lambda}")
     if (cfg.kd_lambda > 0 or cfg.label_correction != "none") and not cfg.teacher.model:
