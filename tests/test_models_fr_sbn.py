@@ -9,7 +9,7 @@ from posedistill.models import create_model  # noqa: E402
 from posedistill.models.fr_sbn import FRSBN, SAMFCD, fr_sbn  # noqa: E402
 
 # Parameters outside the GC blocks at 17 joints (ResNet + 5 decoders + SA-MFCD + fusion convs + final).
-NON_GC_PARAMS = {34: 29_906_894, 50: 41_518_286, 101: 60_510_414, 152: 76_154_062}
+NON_GC_PARAMS = {18: 19_798_734, 34: 29_906_894, 50: 41_518_286, 101: 60_510_414, 152: 76_154_062}
 GC_NAMES = ("gc_layer1", "gc_layer2", "gc_layer3", "gc_layer4", "gc_decoder1", "gc_decoder2", "gc_decoder3")
 
 
@@ -54,8 +54,8 @@ def test_every_parameter_gets_a_gradient():
 
 
 def test_bad_depth():
-    with pytest.raises(ValueError, match="depth 18"):
-        fr_sbn(18)
+    with pytest.raises(ValueError, match="depth 26"):
+        fr_sbn(26)
     with torch.device("meta"):
         assert isinstance(create_model("fr_sbn_r34"), FRSBN)
 
@@ -70,6 +70,12 @@ ABLATION_PARAMS = {
     "fr_sbn_r34_gcb": (7, 26_071_217),
     "fr_sbn_r34_gcb_skip": (7, 28_874_417),
     "fr_sbn_r34": (7, NON_GC_PARAMS[34]),
+    # ResNet-18 rows: the same head on the ResNet-18 trunk (11,176,512 = torchvision's 11,689,512 less
+    # its 513,000-parameter fc), 10,108,160 below ResNet-34's
+    "fr_sbn_r18_plain": (0, 15_963_057),
+    "fr_sbn_r18_gcb": (7, 15_963_057),
+    "fr_sbn_r18_gcb_skip": (7, 18_766_257),
+    "fr_sbn_r18": (7, NON_GC_PARAMS[18]),
 }
 
 

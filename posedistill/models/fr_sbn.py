@@ -62,7 +62,11 @@ FR-SBN+GCB+skip (71.7: "the vanilla skip-connection" instead of SA-MFCD) and FR-
 1-3) and `fusion` in `FR_SBN_FUSIONS` (how encoder features reach the decoders: "sa_mfcd", "skip" or
 "none", where "none" leaves five plain deconv + BN + ReLU decoders, the FR-SBN row). Registered rows:
 `simplebaseline_r34` (SBN-34, in pose_resnet), `fr_sbn_r34_plain` (FR-SBN), `fr_sbn_r34_gcb`
-(FR-SBN+GCB), `fr_sbn_r34_gcb_skip` (FR-SBN+GCB+skip), `fr_sbn_r34` (full).
+(FR-SBN+GCB), `fr_sbn_r34_gcb_skip` (FR-SBN+GCB+skip), `fr_sbn_r34` (full). The same rows on a
+ResNet-18 encoder (`simplebaseline_r18`, `fr_sbn_r18_plain`, `_gcb`, `_gcb_skip`, `fr_sbn_r18`; not in
+the paper) are the CPU-sized synthetic ablation (configs/plans/bench_fr_sbn.yaml). ResNet-18's stage
+widths are 64, 128, 256, 512 as ResNet-34's, so every R18 row has R34's head and GC blocks on a trunk
+10,108,160 parameters smaller.
 
 Choices the paper leaves open for the ablation (ours):
 - The vanilla skip is U-Net style as the paper's section 3.3 describes skips (encoder and decoder
@@ -87,7 +91,7 @@ from posedistill.models.blocks import GlobalContextBlock
 from posedistill.models.pose_resnet import BN_MOMENTUM, ResNetEncoder, init_head_, make_deconv_layers
 from posedistill.models.registry import register_model
 
-FR_SBN_DEPTHS = (34, 50, 101, 152)
+FR_SBN_DEPTHS = (18, 34, 50, 101, 152)
 DECODER_CHANNELS = (256, 256, 256, 128, 32)
 FR_SBN_FUSIONS = ("sa_mfcd", "skip", "none")
 Fusion = Literal["sa_mfcd", "skip", "none"]
@@ -230,10 +234,16 @@ class FRSBN(ResNetEncoder):
 
 def fr_sbn(depth: int, num_joints: int = 17, mfcd_channels: int = 256, gc_blocks: bool = True,
            fusion: Fusion = "sa_mfcd") -> FRSBN:
-    """FR-SBN with a ResNet-`depth` encoder (34, 50, 101, 152); the defaults are FR-SBN + GCB + SA-MFCD."""
+    """FR-SBN with a ResNet-`depth` encoder (18, 34, 50, 101, 152); the defaults are FR-SBN + GCB + SA-MFCD."""
     if depth not in FR_SBN_DEPTHS:
         raise ValueError(f"FR-SBN depth {depth} not supported; choose one of {FR_SBN_DEPTHS}")
     return FRSBN(depth, num_joints, mfcd_channels, gc_blocks=gc_blocks, fusion=fusion)
+
+
+@register_model
+def fr_sbn_r18(num_joints: int = 17) -> FRSBN:
+    """ResNet-18 encoder: not in the paper; the CPU-sized model of the synthetic Table 1 ablation."""
+    return fr_sbn(18, num_joints)
 
 
 @register_model
@@ -273,3 +283,23 @@ def fr_sbn_r34_gcb(num_joints: int = 17) -> FRSBN:
 def fr_sbn_r34_gcb_skip(num_joints: int = 17) -> FRSBN:
     """Table 1 "FR-SBN+GCB+skip": same-resolution skips (stages 3, 2, 1 -> decoders 1, 2, 3), no SA-MFCD."""
     return fr_sbn(34, num_joints, fusion="skip")
+
+
+# The same rows on ResNet-18 (not in the paper): the synthetic Table 1 ablation at a CPU budget
+# (configs/plans/bench_fr_sbn.yaml); SBN-18 is `simplebaseline_r18`, the full row `fr_sbn_r18`.
+@register_model
+def fr_sbn_r18_plain(num_joints: int = 17) -> FRSBN:
+    """ResNet-18 "FR-SBN": five plain decoders, no GC blocks, no encoder features in the decoders."""
+    return fr_sbn(18, num_joints, gc_blocks=False, fusion="none")
+
+
+@register_model
+def fr_sbn_r18_gcb(num_joints: int = 17) -> FRSBN:
+    """ResNet-18 "FR-SBN+GCB"."""
+    return fr_sbn(18, num_joints, fusion="none")
+
+
+@register_model
+def fr_sbn_r18_gcb_skip(num_joints: int = 17) -> FRSBN:
+    """ResNet-18 "FR-SBN+GCB+skip"."""
+    return fr_sbn(18, num_joints, fusion="skip")
