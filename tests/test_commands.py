@@ -13,8 +13,8 @@ from posedistill.cli import COMMANDS
 from posedistill.cli import main as cli_main
 from posedistill.commands import ablate
 from posedistill.distill.config import TeacherConfig
-from posedistill.commands.ablate import (load_plan, paired_difference, stage1_name, variant_config, variants_for,
-                                         write_tables)
+from posedistill.commands.ablate import (load_plan, paired_difference, pooled_difference_sd, seeds_for_power,
+                                         stage1_name, variant_config, variants_for, write_tables)
 from posedistill.engine.config import load_config
 
 
@@ -186,3 +186,21 @@ def test_recipe_errors_are_one_line_and_exit_2(command, capsys):
     assert cli_main([command, "configs/demo_base.yaml", "optim.lrr=0.1", *extra]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"posedistill {command}: ") and "optim.lr" in err
+
+
+def test_power_line_pools_the_paired_differences_by_hand(tmp_path):
+    """Two variants against `student` over 3 seeds, AP x100 differences a: 1, 2, 3 (var 1) and b: 0, 2, 4
+    (var 4): pooled var = (2 x 1 + 2 x 4) / 4 = 2.5, s = 1.5811, 4 degrees of freedom. With 3 seeds the
+    half-width is t(0.975, 2) x s / sqrt 3 = 4.3027 x 1.5811 / 1.7321 = 3.93; 80% power at 1 point:
+    ((1.95996 + 0.84162) x 1.5811)^2 = 19.63 -> 20 seeds."""
+    sd, df = pooled_difference_sd([[1.0, 2.0, 3.0], [0.0, 2.0, 4.0], [5.0]])   # the 1-seed group adds nothing
+    assert sd == pytest.approx(1.5811, abs=1e-4) and df == 4
+    assert seeds_for_power(sd) == 20 and seeds_for_power(0.1) == 2
+    base = {0: 0.10, 1: 0.20, 2: 0.30}
+    rows = [{"variant": "student", "terms": "", "seed": s, "AP": ap} for s, ap in base.items()]
+    rows += [{"variant": "a", "terms": "", "seed": s, "AP": base[s] + (s + 1) / 100} for s in base]
+    rows += [{"variant": "b", "terms": "", "seed": s, "AP": base[s] + 2 * s / 100} for s in base]
+    md = write_tables(rows, None, tmp_path, "x")
+    assert md.rstrip().endswith("pooled std is 1.58 points (4 degrees of freedom, over 2 variants), so 3 seeds "
+                                "give a 95% interval of about +-3.93; 80% power to find a 1-point difference "
+                                "needs about 20 seeds.")

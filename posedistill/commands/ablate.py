@@ -16,7 +16,9 @@ All against the same teacher checkpoint; then it evaluates the teacher once and 
     OUT/ablation.csv   one row per run (variant, seed, every metric, best AP, time)
     OUT/ablation.md    mean +- sample std over seeds per variant, the teacher's row, and the *paired*
                        difference to the reference variant (same seed: same initialisation and data
-                       order) with its 95% t interval; `*` marks an interval that excludes zero
+                       order) with its 95% t interval; `*` marks an interval that excludes zero; and
+                       a power line: the pooled std of the paired differences, the interval it gives at
+                       the seeds run and the seeds 80% power at one point would need
 
 The reported AP is the *final* epoch's (choosing the best epoch on the validation set would bias
 every variant upwards). Runs already finished (OUT/RUN/seed_S/result.json) are reused and a run
@@ -225,6 +227,46 @@ def _delta_cell(rs: list[dict], ref_rows: list[dict]) -> str:
     return f"{mean:+.2f} [{lo:+.2f}, {hi:+.2f}]{' *' if lo > 0 or hi < 0 else ''}"
 
 
+def pooled_difference_sd(groups: list[list[float]]) -> tuple[float, int]:
+    """(s, df): the pooled sample std of paired differences over several groups (one per variant, its
+    per-seed differences to its reference), s^2 = sum (n_g - 1) s_g^2 / sum (n_g - 1); groups with fewer
+    than two seeds add nothing. (nan, 0) when no group has two."""
+    used = [np.asarray(g, dtype=np.float64) for g in groups if len(g) > 1]
+    df = sum(g.size - 1 for g in used)
+    if not df:
+        return float("nan"), 0
+    return float(np.sqrt(sum((g.size - 1) * g.var(ddof=1) for g in used) / df)), df
+
+
+def seeds_for_power(sd: float, effect: float = 1.0) -> int:
+    """Seeds a paired comparison needs for 80% power to find `effect` at two-sided 5% (normal
+    approximation: n = ((z_0.975 + z_0.8) sd / effect)^2, rounded up, at least 2)."""
+    z = stats.norm.ppf(0.975) + stats.norm.ppf(0.8)
+    return max(2, int(np.ceil((z * sd / effect) ** 2)))
+
+
+def _power_line(rows: list[dict], refs: dict[str, str], order: list[str]) -> str:
+    """What the table can resolve: the pooled std of its paired differences, the 95% half-width it gives
+    at the seeds run, and the seeds 80% power at 1 point would need."""
+    key, scale = primary_metric_of(rows[0])
+    groups, seeds = [], []
+    for v in order:
+        ref = {r["seed"]: scale * r[key] for r in rows if r["variant"] == refs.get(v)}
+        d = [scale * r[key] - ref[r["seed"]] for r in rows
+             if r["variant"] == v and v != refs.get(v) and r["seed"] in ref]
+        groups.append(d)
+        seeds += [len(d)] if len(d) > 1 else []
+    sd, df = pooled_difference_sd(groups)
+    if not df:
+        return ""
+    n = min(seeds)
+    half = stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)
+    plural = "s" if len(seeds) > 1 else ""
+    return (f"Power: the paired differences' pooled std is {sd:.2f} points ({df} degree{'s' if df > 1 else ''} "
+            f"of freedom, over {len(seeds)} variant{plural}), so {n} seeds give a 95% interval of about +-{half:.2f}; 80% power to find "
+            f"a 1-point difference needs about {seeds_for_power(sd)} seeds.")
+
+
 def _cell(values: list[float]) -> str:
     mean, sd = _stats(values)
     return f"{mean:.2f} +- {sd:.2f}" if len(values) > 1 else f"{mean:.2f} (1 seed)"
@@ -265,7 +307,8 @@ def write_tables(rows: list[dict], teacher: dict | None, out: Path, command: str
     if teacher:
         cells = [f"{scale * teacher[m]:.2f}" if m in teacher else "" for m in metrics]
         lines.append(f"| teacher ({teacher['model']}) | - | - | {' | '.join(cells)} | |")
-    md = "\n".join(lines) + "\n"
+    power = _power_line(rows, refs, order)
+    md = "\n".join(lines + (["", power] if power else [])) + "\n"
     (out / "ablation.md").write_text(md)
     return md
 
