@@ -215,10 +215,15 @@ def paired_difference(values: list[float], reference: list[float]) -> tuple[floa
     return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
 
 
-def _delta_cell(rs: list[dict], ref_rows: list[dict]) -> str:
+def _seed_pairs(rs: list[dict], ref_rows: list[dict]) -> list[tuple[float, float]]:
+    """[(variant, reference)] of the primary metric (in points), one pair per seed both have."""
     key, scale = primary_metric_of(rs[0])
     ref = {r["seed"]: scale * r[key] for r in ref_rows}
-    pairs = [(scale * r[key], ref[r["seed"]]) for r in rs if r["seed"] in ref]
+    return [(scale * r[key], ref[r["seed"]]) for r in rs if r["seed"] in ref]
+
+
+def _delta_cell(rs: list[dict], ref_rows: list[dict]) -> str:
+    pairs = _seed_pairs(rs, ref_rows)
     if not pairs:
         return ""
     mean, lo, hi = paired_difference([a for a, _ in pairs], [b for _, b in pairs])
@@ -248,12 +253,12 @@ def seeds_for_power(sd: float, effect: float = 1.0) -> int:
 def _power_line(rows: list[dict], refs: dict[str, str], order: list[str]) -> str:
     """What the table can resolve: the pooled std of its paired differences, the 95% half-width it gives
     at the seeds run, and the seeds 80% power at 1 point would need."""
-    key, scale = primary_metric_of(rows[0])
     groups, seeds = [], []
     for v in order:
-        ref = {r["seed"]: scale * r[key] for r in rows if r["variant"] == refs.get(v)}
-        d = [scale * r[key] - ref[r["seed"]] for r in rows
-             if r["variant"] == v and v != refs.get(v) and r["seed"] in ref]
+        if v == refs.get(v):
+            continue
+        rs = [r for r in rows if r["variant"] == v]
+        d = [a - b for a, b in _seed_pairs(rs, [r for r in rows if r["variant"] == refs.get(v)])]
         groups.append(d)
         seeds += [len(d)] if len(d) > 1 else []
     sd, df = pooled_difference_sd(groups)
@@ -261,10 +266,10 @@ def _power_line(rows: list[dict], refs: dict[str, str], order: list[str]) -> str
         return ""
     n = min(seeds)
     half = stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)
-    plural = "s" if len(seeds) > 1 else ""
-    return (f"Power: the paired differences' pooled std is {sd:.2f} points ({df} degree{'s' if df > 1 else ''} "
-            f"of freedom, over {len(seeds)} variant{plural}), so {n} seeds give a 95% interval of about +-{half:.2f}; 80% power to find "
-            f"a 1-point difference needs about {seeds_for_power(sd)} seeds.")
+    dfs, vs = ("s" if df > 1 else ""), ("s" if len(seeds) > 1 else "")
+    return (f"Power: the paired differences' pooled std is {sd:.2f} points ({df} degree{dfs} of freedom, over "
+            f"{len(seeds)} variant{vs}), so {n} seeds give a 95% interval of about +-{half:.2f}; 80% power to "
+            f"find a 1-point difference needs about {seeds_for_power(sd)} seeds.")
 
 
 def _cell(values: list[float]) -> str:
