@@ -97,6 +97,13 @@ def test_ablation_plan_shares_stage1_runs_and_checks_names(tmp_path):
     assert by["scheme-1"].refine == "gt" and stage1_name(by["scheme-1"].terms) == stage1_name(by["baseline"].terms)
     assert stage1_name(by["scheme-4"].terms) == stage1_name(by["scheme-6"].terms) == "aligned+pose"
     bad = tmp_path / "plan.yaml"
+    # a mapping gives the weights (a tuned row beside the paper's): its own run, not the shared `pose` one
+    bad.write_text("variants: {paper: {terms: [pose]}, tuned: {terms: {pose: 0.01}}}\n")
+    paper, tuned = load_plan(str(bad), terms)[0]
+    assert (paper.terms, paper.own_run) == ({"pose": 0.1}, False) and (tuned.terms, tuned.own_run) == ({"pose": 0.01}, True)
+    bad.write_text("variants: {a: {terms: {pose: -1}}}\n")
+    with pytest.raises(ValueError, match="variants.a.terms: expected positive numbers as weights"):
+        load_plan(str(bad), terms)
     bad.write_text("variants: {a: {terms: [logit]}}\n")
     with pytest.raises(ValueError, match=r"variants.a.terms \['logit'\] are not in the recipe's distill.terms"):
         load_plan(str(bad), terms)

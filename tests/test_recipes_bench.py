@@ -64,6 +64,20 @@ def test_ikd_mapd_recipe_is_the_student_recipe_plus_a_teacher():
     assert teacher.data == student.data and teacher.optim.epochs == 4 * student.optim.epochs
 
 
+def test_warm_start_recipe_changes_only_the_start_and_the_schedule():
+    """The warm-start table runs the same rows at the same weights; only the initialisation (one shared
+    ground-truth-trained student) and the short schedule differ from the scratch table."""
+    scratch = load_config(CONFIGS / "bench_synth_distill.yaml")
+    warm = load_config(CONFIGS / "bench_synth_distill_warm.yaml")
+    assert warm.model == dataclasses.replace(scratch.model, checkpoint="runs/bench/warm_start/last.pth")
+    assert warm.optim == dataclasses.replace(scratch.optim, epochs=5, milestones=[3])
+    for part in ("data", "codec", "eval", "distill", "loss"):
+        assert getattr(warm, part) == getattr(scratch, part), part
+    # the warm start is the scratch table's student alone (seed 0): the command in the recipe's header
+    student = load_config(CONFIGS / "bench_synth_student.yaml")
+    assert student.train.seed == 0 and student.model.checkpoint == ""
+
+
 FR_SBN_ROWS = {"sbn": ("simplebaseline_r18", 2.0, 4), "fr-sbn": ("fr_sbn_r18_plain", 8.0, 1),
                "fr-sbn+gcb": ("fr_sbn_r18_gcb", 8.0, 1), "fr-sbn+gcb+skip": ("fr_sbn_r18_gcb_skip", 8.0, 1),
                "fr-sbn+gcb+sa-mfcd": ("fr_sbn_r18", 8.0, 1)}

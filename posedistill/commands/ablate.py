@@ -71,11 +71,12 @@ class Variant:
     overrides: tuple[str, ...] = () # its own dotted.key=value overrides (after the command's)
     teacher: str = ""               # an earlier variant whose final checkpoint (same seed) is the teacher
     reference: str = ""             # the variant its paired difference is taken to ("" = the plan's)
+    own_weights: bool = False       # the plan gave the weights (a tuned row), not the recipe's distill.terms
 
     @property
     def own_run(self) -> bool:
         """True: a run of its own in OUT/NAME (not shared with the variants of the same terms)."""
-        return bool(self.config or self.overrides or self.teacher)
+        return bool(self.config or self.overrides or self.teacher or self.own_weights)
 
 
 def variants_for(terms: dict[str, float], chosen: list[str]) -> list[tuple[str, dict[str, float]]]:
@@ -107,8 +108,10 @@ def load_plan(path: str, terms: dict[str, float]) -> tuple[list[Variant], str | 
           scheme-6: {terms: [aligned, pose], refine: teacher}
           lc: {config: ../seed004_synth_small.yaml, set: [distill.label_correction=both],
                teacher: cmu-baseline, reference: small-baseline}
+          pairwise-tuned: {terms: {pairwise: 0.003}}  # weights given: a tuned row beside the paper's
 
-    Term weights come from the stage-1 recipe's distill.terms (the papers' weights). `config` (relative
+    Term weights come from the stage-1 recipe's distill.terms (the papers' weights), unless `terms` is a
+    mapping of name to weight, which gives the variant a run of its own. `config` (relative
     to the plan), `set` (overrides) and `teacher` (an earlier variant: its final checkpoint of the same
     seed teaches) give a variant a run of its own; `reference` its own paired comparison."""
     with open(path) as f:
@@ -137,11 +140,14 @@ def _plan_variant(path: str, name: str, spec: dict, terms: dict[str, float], ear
     if unknown:
         raise InputError(f"{path}: variants.{name}: unknown keys {unknown} (expected terms, refine, config, set, "
                          f"teacher, reference)")
+    given = spec.get("terms") if isinstance(spec.get("terms"), dict) else None
     chosen = list(spec.get("terms") or [])
     missing = [t for t in chosen if t not in terms]
     if missing:
         raise InputError(f"{path}: variants.{name}.terms {missing} are not in the recipe's distill.terms "
                          f"{sorted(terms)} (their weights come from there)")
+    if given is not None and not all(isinstance(w, (int, float)) and w > 0 for w in given.values()):
+        raise InputError(f"{path}: variants.{name}.terms: expected positive numbers as weights, got {given!r}")
     refine = str(spec.get("refine") or "")
     if refine and refine not in REFINE_TARGETS:
         raise InputError(f"{path}: variants.{name}.refine: expected teacher | gt, got {refine!r}")
@@ -153,8 +159,9 @@ def _plan_variant(path: str, name: str, spec: dict, terms: dict[str, float], ear
     if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
         raise InputError(f"{path}: variants.{name}.set: expected a list of dotted.key=value strings, got {overrides!r}")
     config = str(Path(path).parent / spec["config"]) if spec.get("config") else ""
-    return Variant(name, {t: terms[t] for t in chosen}, refine, config, tuple(overrides), teacher,
-                   str(spec.get("reference") or ""))
+    weights = {t: float(given[t]) for t in chosen} if given is not None else {t: terms[t] for t in chosen}
+    return Variant(name, weights, refine, config, tuple(overrides), teacher, str(spec.get("reference") or ""),
+                   own_weights=given is not None)
 
 
 def variant_config(cfg, terms: dict[str, float], seed: int, out_dir: Path, teacher: TeacherConfig | None = None):
