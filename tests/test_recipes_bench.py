@@ -33,8 +33,10 @@ def _rows(recipe: str, plan: str) -> dict[str, tuple]:
 def test_ikd_mapd_plan_rows_carry_the_papers_weights():
     rows = _rows("bench_synth_distill.yaml", "bench_ikd_mapd.yaml")
     assert list(rows) == ["student", "logit", "pairwise", "adversarial", "ikd-all", "logit+fitnets",
-                          "logit+attention", "mapd-mse", "mapd-kl", "mapd-both"]
+                          "logit+attention", "mapd-mse", "mapd-kl", "mapd-both", "pairwise-tuned"]
     terms = {name: t for name, (_, t) in rows.items()}
+    # the tuned pairwise row sits beside the paper's 0.2, which stays
+    assert terms["pairwise"] == {"pairwise": 0.2} and terms["pairwise-tuned"] == {"pairwise": 0.02}
     # IKD eq. 6-7: lambda 0.5, 0.2, gamma 0.3; Table V's FitNet / AT rows add to logit distillation
     assert terms["ikd-all"] == {"logit": 0.5, "pairwise": 0.2, "adversarial": 0.3}
     assert terms["logit+fitnets"] == {"logit": 0.5, "fitnets": 1e-4}
