@@ -5,6 +5,8 @@ import torch
 
 blocks = pytest.importorskip("posedistill.models.blocks")
 
+from posedistill.commands.convert import main as convert_main  # noqa: E402
+from posedistill.errors import CheckpointError  # noqa: E402
 from posedistill.models import create_model  # noqa: E402
 from posedistill.models.fr_sbn import FRSBN, SAMFCD, fr_sbn  # noqa: E402
 
@@ -147,3 +149,27 @@ def test_bad_switches():
         fr_sbn(34, gc_blocks=False, fusion="sa_mfcd")
     with pytest.raises(ValueError, match="fusion 'unet' unknown"):
         fr_sbn(34, fusion="unet")
+
+
+def test_a_simplebaseline_trunk_initialises_every_table1_row(tmp_path):
+    """`posedistill convert CKPT OUT --trunk` keeps a trained SimpleBaseline's ResNet trunk; every FR-SBN
+    row loads it through `imagenet_weights` (the synthetic Table 1's shared encoder), its own modules
+    keep their seeded initialisation; a file without a trunk is refused by name."""
+    torch.manual_seed(0)
+    sbn = create_model("simplebaseline_r18", num_joints=3)
+    ckpt, trunk_file = tmp_path / "last.pth", tmp_path / "trunk.pth"
+    torch.save({"model": sbn.state_dict(), "epoch": 12}, ckpt)          # a posedistill training checkpoint
+    assert convert_main([str(ckpt), str(trunk_file), "--trunk"]) == 0
+    trunk = torch.load(trunk_file, weights_only=True)
+    assert set(trunk) == {k for k in sbn.state_dict() if k.startswith(sbn.backbone_prefixes())}
+    for name in ("fr_sbn_r18_plain", "fr_sbn_r18_gcb", "fr_sbn_r18_gcb_skip", "fr_sbn_r18"):
+        torch.manual_seed(1)
+        fresh = create_model(name, num_joints=3)
+        torch.manual_seed(1)
+        model = create_model(name, num_joints=3, imagenet_weights=str(trunk_file))
+        for key, value in model.state_dict().items():
+            expected = trunk[key] if key in trunk else fresh.state_dict()[key]
+            assert torch.equal(value, expected), (name, key)
+    torch.save({"model": {"final_layer.weight": torch.zeros(3, 32, 1, 1)}}, ckpt)
+    with pytest.raises(CheckpointError, match=r"last\.pth: no ResNet trunk"):
+        convert_main([str(ckpt), str(trunk_file), "--trunk"])

@@ -98,3 +98,18 @@ def test_fr_sbn_plan_rows():
         assert cfg.codec.sigma * model.output_stride == 8.0
         w, h = cfg.data.input_size
         assert heatmap_size_for((w, h), stride) == (w // stride, h // stride)
+
+
+def test_fr_sbn_shared_encoder_recipe_changes_only_the_start_and_the_schedule():
+    """Every Table 1 row of the shared-encoder design loads the same trunk file (SBN-18 included) and
+    keeps the scratch design's data, heatmaps and rows; only the start and the 6-epoch schedule differ."""
+    scratch = load_config(CONFIGS / "bench_synth_fr_sbn.yaml")
+    warm = load_config(CONFIGS / "bench_synth_fr_sbn_warm.yaml")
+    trunk = {"imagenet_weights": "runs/bench/fr_sbn_encoder/trunk.pth"}
+    assert warm.model == dataclasses.replace(scratch.model, kwargs=trunk)
+    assert warm.optim == dataclasses.replace(scratch.optim, epochs=6, milestones=[4])
+    for part in ("data", "codec", "eval", "loss"):
+        assert getattr(warm, part) == getattr(scratch, part), part
+    rows = _rows("bench_synth_fr_sbn_warm.yaml", "bench_fr_sbn.yaml")
+    assert {name: cfg.model.name for name, (cfg, _) in rows.items()} == {n: r[0] for n, r in FR_SBN_ROWS.items()}
+    assert all(cfg.model.kwargs == trunk for cfg, _ in rows.values())

@@ -88,7 +88,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from posedistill.models.blocks import GlobalContextBlock
-from posedistill.models.pose_resnet import BN_MOMENTUM, ResNetEncoder, init_head_, make_deconv_layers
+from posedistill.models.pose_resnet import (BN_MOMENTUM, ResNetEncoder, init_head_, load_imagenet_resnet,
+                                           make_deconv_layers)
 from posedistill.models.registry import register_model
 
 FR_SBN_DEPTHS = (18, 34, 50, 101, 152)
@@ -233,73 +234,78 @@ class FRSBN(ResNetEncoder):
 
 
 def fr_sbn(depth: int, num_joints: int = 17, mfcd_channels: int = 256, gc_blocks: bool = True,
-           fusion: Fusion = "sa_mfcd") -> FRSBN:
-    """FR-SBN with a ResNet-`depth` encoder (18, 34, 50, 101, 152); the defaults are FR-SBN + GCB + SA-MFCD."""
+           fusion: Fusion = "sa_mfcd", imagenet_weights: str = "") -> FRSBN:
+    """FR-SBN with a ResNet-`depth` encoder (18, 34, 50, 101, 152); the defaults are FR-SBN + GCB + SA-MFCD.
+    `imagenet_weights`: a local torchvision-layout ResNet file for the encoder (the paper starts from
+    ImageNet), as SimpleBaseline's factories; the GC blocks, SA-MFCD and decoders keep their initialisation."""
     if depth not in FR_SBN_DEPTHS:
         raise ValueError(f"FR-SBN depth {depth} not supported; choose one of {FR_SBN_DEPTHS}")
-    return FRSBN(depth, num_joints, mfcd_channels, gc_blocks=gc_blocks, fusion=fusion)
+    model = FRSBN(depth, num_joints, mfcd_channels, gc_blocks=gc_blocks, fusion=fusion)
+    if imagenet_weights:
+        load_imagenet_resnet(model, imagenet_weights)
+    return model
 
 
 @register_model
-def fr_sbn_r18(num_joints: int = 17) -> FRSBN:
+def fr_sbn_r18(num_joints: int = 17, imagenet_weights: str = "") -> FRSBN:
     """ResNet-18 encoder: not in the paper; the CPU-sized model of the synthetic Table 1 ablation."""
-    return fr_sbn(18, num_joints)
+    return fr_sbn(18, num_joints, imagenet_weights=imagenet_weights)
 
 
 @register_model
-def fr_sbn_r34(num_joints: int = 17) -> FRSBN:
-    return fr_sbn(34, num_joints)
+def fr_sbn_r34(num_joints: int = 17, imagenet_weights: str = "") -> FRSBN:
+    return fr_sbn(34, num_joints, imagenet_weights=imagenet_weights)
 
 
 @register_model
-def fr_sbn_r50(num_joints: int = 17) -> FRSBN:
-    return fr_sbn(50, num_joints)
+def fr_sbn_r50(num_joints: int = 17, imagenet_weights: str = "") -> FRSBN:
+    return fr_sbn(50, num_joints, imagenet_weights=imagenet_weights)
 
 
 @register_model
-def fr_sbn_r101(num_joints: int = 17) -> FRSBN:
-    return fr_sbn(101, num_joints)
+def fr_sbn_r101(num_joints: int = 17, imagenet_weights: str = "") -> FRSBN:
+    return fr_sbn(101, num_joints, imagenet_weights=imagenet_weights)
 
 
 @register_model
-def fr_sbn_r152(num_joints: int = 17) -> FRSBN:
-    return fr_sbn(152, num_joints)
+def fr_sbn_r152(num_joints: int = 17, imagenet_weights: str = "") -> FRSBN:
+    return fr_sbn(152, num_joints, imagenet_weights=imagenet_weights)
 
 
 # Table 1 ablation rows (ResNet-34, as in the paper); SBN-34 is `simplebaseline_r34`, the full row `fr_sbn_r34`.
 @register_model
-def fr_sbn_r34_plain(num_joints: int = 17) -> FRSBN:
+def fr_sbn_r34_plain(num_joints: int = 17, imagenet_weights: str = "") -> FRSBN:
     """Table 1 "FR-SBN": five plain deconv decoders, no GC blocks, no encoder features in the decoders."""
-    return fr_sbn(34, num_joints, gc_blocks=False, fusion="none")
+    return fr_sbn(34, num_joints, gc_blocks=False, fusion="none", imagenet_weights=imagenet_weights)
 
 
 @register_model
-def fr_sbn_r34_gcb(num_joints: int = 17) -> FRSBN:
+def fr_sbn_r34_gcb(num_joints: int = 17, imagenet_weights: str = "") -> FRSBN:
     """Table 1 "FR-SBN+GCB": the seven GC blocks, no encoder features in the decoders."""
-    return fr_sbn(34, num_joints, fusion="none")
+    return fr_sbn(34, num_joints, fusion="none", imagenet_weights=imagenet_weights)
 
 
 @register_model
-def fr_sbn_r34_gcb_skip(num_joints: int = 17) -> FRSBN:
+def fr_sbn_r34_gcb_skip(num_joints: int = 17, imagenet_weights: str = "") -> FRSBN:
     """Table 1 "FR-SBN+GCB+skip": same-resolution skips (stages 3, 2, 1 -> decoders 1, 2, 3), no SA-MFCD."""
-    return fr_sbn(34, num_joints, fusion="skip")
+    return fr_sbn(34, num_joints, fusion="skip", imagenet_weights=imagenet_weights)
 
 
 # The same rows on ResNet-18 (not in the paper): the synthetic Table 1 ablation at a CPU budget
 # (configs/plans/bench_fr_sbn.yaml); SBN-18 is `simplebaseline_r18`, the full row `fr_sbn_r18`.
 @register_model
-def fr_sbn_r18_plain(num_joints: int = 17) -> FRSBN:
+def fr_sbn_r18_plain(num_joints: int = 17, imagenet_weights: str = "") -> FRSBN:
     """ResNet-18 "FR-SBN": five plain decoders, no GC blocks, no encoder features in the decoders."""
-    return fr_sbn(18, num_joints, gc_blocks=False, fusion="none")
+    return fr_sbn(18, num_joints, gc_blocks=False, fusion="none", imagenet_weights=imagenet_weights)
 
 
 @register_model
-def fr_sbn_r18_gcb(num_joints: int = 17) -> FRSBN:
+def fr_sbn_r18_gcb(num_joints: int = 17, imagenet_weights: str = "") -> FRSBN:
     """ResNet-18 "FR-SBN+GCB"."""
-    return fr_sbn(18, num_joints, fusion="none")
+    return fr_sbn(18, num_joints, fusion="none", imagenet_weights=imagenet_weights)
 
 
 @register_model
-def fr_sbn_r18_gcb_skip(num_joints: int = 17) -> FRSBN:
+def fr_sbn_r18_gcb_skip(num_joints: int = 17, imagenet_weights: str = "") -> FRSBN:
     """ResNet-18 "FR-SBN+GCB+skip"."""
-    return fr_sbn(18, num_joints, fusion="skip")
+    return fr_sbn(18, num_joints, fusion="skip", imagenet_weights=imagenet_weights)

@@ -39,8 +39,9 @@ import os
 import torch
 import torch.nn as nn
 
+from posedistill.errors import CheckpointError
 from posedistill.models.registry import register_model
-from posedistill.models.weights import safe_load
+from posedistill.models.weights import extract_state_dict, safe_load
 
 # depth -> (block type, blocks per stage). The ResNet table of He et al. 2016.
 RESNET_SPECS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
@@ -52,6 +53,8 @@ RESNET_SPECS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
 }
 
 BN_MOMENTUM = 0.1  # the official code's value (PyTorch default)
+# State-dict key prefixes of the ResNet trunk (what ImageNet weights fill), torchvision's names.
+RESNET_TRUNK_PREFIXES = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.")
 
 
 class BasicBlock(nn.Module):
@@ -147,7 +150,7 @@ class ResNetEncoder(nn.Module):
 
     def backbone_prefixes(self) -> tuple[str, ...]:
         """State-dict key prefixes that belong to the ResNet trunk (what ImageNet weights fill)."""
-        return ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.")
+        return RESNET_TRUNK_PREFIXES
 
 
 def _deconv_padding(kernel: int) -> tuple[int, int]:
@@ -271,6 +274,22 @@ def ikd_student18(num_joints: int = 17, deconv_channels: int = 128, num_deconv: 
     """IKD's Student-18 (seed 000, Table II): ResNet-18 + three 128-channel deconvs; the width is a
     guess (module docstring)."""
     return pose_resnet(18, num_joints, deconv_channels, num_deconv, imagenet_weights=imagenet_weights)
+
+
+def resnet_trunk_state(obj: object, path: str) -> dict[str, torch.Tensor]:
+    """The ResNet trunk (`conv1`, `bn1`, `layer1..4`) of a loaded SimpleBaseline / FR-SBN checkpoint
+    (`path` names it in errors) as a torchvision-layout state dict: the file `imagenet_weights` reads.
+
+    What for: a trunk trained on one recipe shared as the initialisation of several models, in place of
+    ImageNet weights where there are none (the synthetic FR-SBN table, docs/results/bench_synth.md).
+    Raises CheckpointError naming the file when it has no ResNet trunk (no `conv1.weight` or no `layer4.*`)."""
+    state = extract_state_dict(obj, path)
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    trunk = {k: v for k, v in state.items() if k.startswith(RESNET_TRUNK_PREFIXES)}
+    if "conv1.weight" not in trunk or not any(k.startswith("layer4.") for k in trunk):
+        raise CheckpointError(f"{path}: no ResNet trunk (expected top-level conv1.weight and layer4.* keys, as in a "
+                         f"SimpleBaseline or FR-SBN checkpoint); first keys: {', '.join(list(state)[:5])}")
+    return trunk
 
 
 def load_imagenet_resnet(model: ResNetEncoder, path: str | os.PathLike, map_location: str = "cpu") -> list[str]:

@@ -32,7 +32,9 @@ class CheckpointMismatchError(CheckpointError, ValueError):
     """A checkpoint does not fit a model; the message counts the offending keys, `details` lists them."""
 
 
-def _extract_state_dict(obj: Any, path: str) -> dict[str, torch.Tensor]:
+def extract_state_dict(obj: Any, path: str) -> dict[str, torch.Tensor]:
+    """The name -> tensor dict of a loaded file: a bare state dict, or the one under 'state_dict'
+    (official / MMPose files) or 'model' (posedistill checkpoints); CheckpointMismatchError otherwise."""
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model"):
             inner = obj.get(key)
@@ -155,7 +157,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True,
 def load_state(model: nn.Module, obj: Any, path: str, strict: bool = True) -> dict[str, list[str]]:
     """`load_weights` for a file already read with `safe_load` (`path` names it in errors), so a caller
     that also needs the file's other entries (a model card) reads it once."""
-    state = match_state_dict(_extract_state_dict(obj, path), set(model.state_dict()))
+    state = match_state_dict(extract_state_dict(obj, path), set(model.state_dict()))
     missing, unexpected, shapes = describe_mismatch(state, model, strict)
     if missing or unexpected or shapes:
         counts = [f"{len(v)} {what} (first: {v[0]})" for what, v in
