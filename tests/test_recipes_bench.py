@@ -113,3 +113,16 @@ def test_fr_sbn_shared_encoder_recipe_changes_only_the_start_and_the_schedule():
     rows = _rows("bench_synth_fr_sbn_warm.yaml", "bench_fr_sbn.yaml")
     assert {name: cfg.model.name for name, (cfg, _) in rows.items()} == {n: r[0] for n, r in FR_SBN_ROWS.items()}
     assert all(cfg.model.kwargs == trunk for cfg, _ in rows.values())
+
+
+def test_fr_sbn_steps_plan_pairs_each_row_with_the_row_it_adds_to():
+    """The steps plan is the Table 1 plan (same rows, same run folders) with the paper's reading of it:
+    + GCB against FR-SBN, + skip and + SA-MFCD against + GCB."""
+    cfg = load_config(CONFIGS / "bench_synth_fr_sbn_warm.yaml")
+    rows, _, reference = load_plan(str(PLANS / "bench_fr_sbn.yaml"), cfg.distill.terms)
+    steps, _, steps_reference = load_plan(str(PLANS / "bench_fr_sbn_steps.yaml"), cfg.distill.terms)
+    assert reference == steps_reference == "sbn"
+    assert [dataclasses.replace(v, reference="") for v in steps] == rows
+    assert {v.name: v.reference for v in steps} == {"sbn": "", "fr-sbn": "", "fr-sbn+gcb": "fr-sbn",
+                                                    "fr-sbn+gcb+skip": "fr-sbn+gcb",
+                                                    "fr-sbn+gcb+sa-mfcd": "fr-sbn+gcb"}
