@@ -15,12 +15,10 @@ in docs/results/bench_synth.md):
 """
 from __future__ import annotations
 
-import argparse
-
 import torch
 
+from paf_ceiling import recipe_from_argv   # the sibling script (benchmarks/ is on sys.path when run)
 from posedistill.engine import build
-from posedistill.engine.config import load_config
 from posedistill.engine.evaluate import evaluate
 from posedistill.models import create_model
 
@@ -40,14 +38,9 @@ class TargetsAsOutput(torch.nn.Module):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("config")
-    p.add_argument("overrides", nargs="*")
-    args = p.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
+    args, cfg, meta = recipe_from_argv(__doc__.split("\n\n")[0], argv)
     with torch.device("meta"):
         stride = create_model(cfg.model.name).output_stride
-    meta = build.keypoint_meta(cfg.data)
     codec = build.build_codec(cfg.codec, tuple(cfg.data.input_size), stride, "heatmap", meta)
     loader = torch.utils.data.DataLoader(build.build_dataset(cfg.data, codec, meta, train=False), batch_size=32)
     oracle = TargetsAsOutput([batch["heatmaps"] for batch in loader])

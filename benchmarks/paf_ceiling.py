@@ -29,13 +29,18 @@ from posedistill.engine.config import load_config
 from posedistill.engine.evaluate import people_records, score_predictions
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def recipe_from_argv(description: str, argv: list[str] | None):
+    """(args, recipe, keypoint meta) from `CONFIG [key=value ...]`; benchmarks/heatmap_ceiling.py shares it."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("config")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
-    meta = build.keypoint_meta(cfg.data)
+    return args, cfg, build.keypoint_meta(cfg.data)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, cfg, meta = recipe_from_argv(__doc__.split("\n\n")[0], argv)
     codec = build.build_codec(cfg.codec, tuple(cfg.data.input_size), 8, "paf", meta)
     val_set = build.build_dataset(cfg.data, codec, meta, train=False)
     preds = []
