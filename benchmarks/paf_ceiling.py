@@ -25,11 +25,12 @@ import argparse
 import torch
 
 from posedistill.engine import build
-from posedistill.engine.config import load_config
+from posedistill.engine.config import Config, load_config
 from posedistill.engine.evaluate import people_records, score_predictions
+from posedistill.keypoints import KeypointMeta
 
 
-def recipe_from_argv(description: str, argv: list[str] | None):
+def recipe_from_argv(description: str, argv: list[str] | None) -> tuple[argparse.Namespace, Config, KeypointMeta]:
     """(args, recipe, keypoint meta) from `CONFIG [key=value ...]`; benchmarks/heatmap_ceiling.py shares it."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("config")

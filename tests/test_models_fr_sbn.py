@@ -6,7 +6,7 @@ import torch
 blocks = pytest.importorskip("posedistill.models.blocks")
 
 from posedistill.commands.convert import main as convert_main  # noqa: E402
-from posedistill.errors import CheckpointError  # noqa: E402
+from posedistill.errors import CheckpointError, MissingFileError  # noqa: E402
 from posedistill.models import create_model  # noqa: E402
 from posedistill.models.fr_sbn import FRSBN, SAMFCD, fr_sbn  # noqa: E402
 
@@ -173,3 +173,5 @@ def test_a_simplebaseline_trunk_initialises_every_table1_row(tmp_path):
     torch.save({"model": {"final_layer.weight": torch.zeros(3, 32, 1, 1)}}, ckpt)
     with pytest.raises(CheckpointError, match=r"last\.pth: no ResNet trunk"):
         convert_main([str(ckpt), str(trunk_file), "--trunk"])
+    with pytest.raises(MissingFileError, match=r"nope\.pth"):    # the recipe's trunk file not made yet
+        create_model("fr_sbn_r18_plain", imagenet_weights=str(tmp_path / "nope.pth"))

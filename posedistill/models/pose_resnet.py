@@ -287,8 +287,8 @@ def resnet_trunk_state(obj: object, path: str) -> dict[str, torch.Tensor]:
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
     trunk = {k: v for k, v in state.items() if k.startswith(RESNET_TRUNK_PREFIXES)}
     if "conv1.weight" not in trunk or not any(k.startswith("layer4.") for k in trunk):
-        raise CheckpointError(f"{path}: no ResNet trunk (expected top-level conv1.weight and layer4.* keys, as in a "
-                         f"SimpleBaseline or FR-SBN checkpoint); first keys: {', '.join(list(state)[:5])}")
+        raise CheckpointError(f"{path}: no ResNet trunk (expected top-level conv1.weight and layer4.* keys, as in "
+                              f"a SimpleBaseline or FR-SBN checkpoint); first keys: {', '.join(list(state)[:5])}")
     return trunk
 
 
